@@ -1,0 +1,119 @@
+"""Unit-scaled ops: unit output and gradients on unit inputs, and the same function as the plain op.
+
+Inputs are iid N(0, 1) (the assumption each scale is derived under). Tolerances: each RMS is
+estimated from ≥ 64k samples, so sampling error is < 1%; we allow 5% (3% where the scale is an
+exact moment) for the remaining finite-size effects.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from umup_repro import ops
+
+
+def rms(t):
+    return float(t.detach().pow(2).mean().sqrt())
+
+
+def unit_grads(fn, *shapes, seed=0):
+    """Output and input-gradient RMS of fn on unit Gaussian inputs and a unit output gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    out = fn(*xs)
+    out.backward(torch.randn(out.shape, generator=gen, dtype=torch.float64))
+    return rms(out), [rms(x.grad) for x in xs], xs
+
+
+def test_unit_linear_scales():
+    out, (gx, gw), _ = unit_grads(ops.unit_linear, (512, 256), (1024, 256))
+    assert out == pytest.approx(1, rel=0.03) and gx == pytest.approx(1, rel=0.03)
+    assert gw == pytest.approx(1, rel=0.03)
+
+
+def test_unit_readout_gives_logits_one_over_sqrt_width():
+    out, (gx, gw), _ = unit_grads(ops.unit_readout, (512, 256), (1024, 256))
+    assert out == pytest.approx(1 / math.sqrt(256), rel=0.03)
+    assert gx == pytest.approx(1, rel=0.03) and gw == pytest.approx(1, rel=0.03)
+
+
+def test_scaled_matmul_with_equal_scales_is_the_true_gradient():
+    """SP/μP layers use true gradients: forward and backward scales equal means plain autograd."""
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: ops.scaled_matmul(x, w, 0.3, 0.3, 0.3), (x, w))
+
+
+@pytest.mark.parametrize("alpha", [0.25, 1.0, 4.0])
+def test_unit_swiglu_scales(alpha):
+    out, (gu, gv), (u, v) = unit_grads(lambda u, v: ops.unit_swiglu(u, v, alpha), (256, 512), (256, 512))
+    assert out == pytest.approx(1, rel=0.03)
+    assert gu == pytest.approx(1, rel=0.03) and gv == pytest.approx(1, rel=0.03)
+    # the same function as a plain SwiGLU with α inside the SiLU, up to a constant
+    plain = (u * F.silu(alpha * v)).detach()
+    ratio = ops.unit_swiglu(u, v, alpha).detach() / plain
+    assert torch.allclose(ratio[plain.abs() > 1e-6], torch.tensor(ops.swiglu_scales(alpha)[0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seq_len,d_head,alpha", [(128, 64, 1.0), (256, 32, 4.0), (64, 64, 0.5)])
+def test_unit_attention_scales(seq_len, d_head, alpha):
+    """Fresh samples (seed differs from the fit's), so this checks the fit, not its own noise."""
+    scale = alpha / d_head
+    shape = (16, seq_len, d_head)
+    out, grads, _ = unit_grads(lambda q, k, v: ops.unit_attention(q, k, v, scale), shape, shape, shape, seed=7)
+    assert out == pytest.approx(1, rel=0.05)
+    for g in grads:
+        assert g == pytest.approx(1, rel=0.05)
+
+
+def test_unit_attention_is_scaled_causal_attention():
+    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
+    out_scale = ops.attention_scales(16, 8, 0.125)[0]
+    torch.testing.assert_close(ops.unit_attention(q, k, v, 0.125),
+                               out_scale * F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 3.0])
+def test_unit_cross_entropy(alpha):
+    vocab = 4096
+    logits = (0.01 * torch.randn(512, vocab, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, vocab, (512,))
+    loss = ops.unit_cross_entropy(logits, targets, alpha)
+    torch.testing.assert_close(loss, F.cross_entropy(alpha * logits, targets))  # reported as the mean
+    loss.backward()
+    assert rms(logits.grad) == pytest.approx(1, rel=0.02)  # unit logit gradient at init
+    # direction is the true gradient of the summed loss
+    ref = torch.autograd.grad(F.cross_entropy(alpha * logits, targets, reduction="sum"), logits)[0]
+    cos = F.cosine_similarity(logits.grad.flatten(), ref.flatten(), dim=0)
+    assert float(cos) == pytest.approx(1, abs=1e-9)
+
+
+def test_residual_split_add_gives_true_input_gradient():
+    """∂x is exactly the gradient of skip·x + branch·f(x); the branch itself sees g unscaled."""
+    skip, branch = 0.8, 0.6
+    w = torch.randn(5, 5, dtype=torch.float64)
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+
+    def f(t):
+        return torch.tanh(t @ w)
+
+    b_in, s = ops.residual_split(x, skip, branch)
+    y = ops.residual_add(f(b_in), s, skip, branch)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    x2 = x.detach().requires_grad_()
+    (ref,) = torch.autograd.grad(skip * x2 + branch * f(x2), x2, g)
+    torch.testing.assert_close(y, skip * x.detach() + branch * f(x.detach()))
+    torch.testing.assert_close(gx, ref)
+
+
+def test_unit_embedding_gradient_scale():
+    vocab, width, n = 1000, 64, 4000
+    table = torch.randn(vocab, width, requires_grad=True)
+    ids = torch.randint(0, vocab, (n,))
+    out = ops.unit_embedding(ids, table)
+    torch.testing.assert_close(out, F.embedding(ids, table.detach()))
+    out.backward(torch.randn_like(out))
+    assert rms(table.grad) == pytest.approx(1, rel=0.05)

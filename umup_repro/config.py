@@ -1,0 +1,241 @@
+"""The cell config: one validated, fully resolved description of a training run.
+
+Every run, preset and test goes through `resolve_config`, so a typo in a key, a wrong type or an
+impossible shape fails here, before anything is built, with the field named and the allowed values
+listed. The resolved config (all defaults filled in) is what gets hashed into a cell id.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMETRIZATIONS = ("sp", "mup", "umup", "umup_fp8")
+
+# Hyperparameters per parametrization, with their defaults (PAPER.md; "unknown" ones are our
+# documented choices). train.lr is the global eta of every parametrization.
+HP_DEFAULTS: dict[str, dict[str, float]] = {
+    # SP: torch-default-like init, std = sigma_init / sqrt(fan_in) for matrices, sigma_init for
+    # the embedding; one global LR; attention 1/sqrt(d_head).
+    "sp": {"sigma_init": 1.0},
+    # muP as implemented in the paper (Table of PAPER.md). sigma_init = 1/sqrt(base_width) gives
+    # unit-RMS hidden outputs at the base width.
+    "mup": {
+        "sigma_init": 1 / math.sqrt(256),
+        "alpha_emb": 1.0,
+        "eta_emb": 1.0,
+        "alpha_attn": 1.0,
+        "alpha_out": 1.0,
+        "base_width": 256,
+        "base_depth": 4,
+    },
+    # u-muP: all default 1 (PAPER.md).
+    "umup": {
+        "alpha_ffn_act": 1.0,
+        "alpha_attn_softmax": 1.0,
+        "alpha_res": 1.0,
+        "alpha_res_attn_ratio": 1.0,
+        "alpha_loss_softmax": 1.0,
+    },
+}
+HP_DEFAULTS["umup_fp8"] = HP_DEFAULTS["umup"]
+
+# Default global learning rates (PAPER.md: u-muP 2^1, muP 2^-8; SP: our choice, Adam-typical).
+DEFAULT_LR = {"sp": 2.0**-9, "mup": 2.0**-8, "umup": 2.0**1, "umup_fp8": 2.0**1}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the field and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    width: int = Field(256, gt=0)
+    depth: int = Field(4, gt=0)
+    head_dim: int = Field(64, gt=0, description="used when heads is null")
+    heads: Optional[int] = Field(None, gt=0, description="if set, head_dim = width / heads")
+    ffn_ratio: float = Field(4.0, gt=0)
+    vocab_size: int = Field(4096, gt=1)
+    seq_len: int = Field(256, gt=0)
+    rope: bool = True
+    rope_base: float = Field(10000.0, gt=0)
+    fp8: bool = Field(False, description="FP8 casts on matmul inputs (forced on by umup_fp8)")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelConfig":
+        if self.heads is not None and self.width % self.heads:
+            raise ValueError(
+                f"model.width ({self.width}) must be divisible by model.heads ({self.heads})"
+            )
+        if self.heads is None and self.width % self.head_dim:
+            raise ValueError(
+                f"model.width ({self.width}) must be divisible by model.head_dim ({self.head_dim});"
+                " set model.heads or model.head_dim to a divisor of the width"
+            )
+        return self
+
+    @property
+    def n_heads(self) -> int:
+        return self.heads if self.heads is not None else self.width // self.head_dim
+
+    @property
+    def d_head(self) -> int:
+        return self.width // self.n_heads
+
+    @property
+    def ffn_width(self) -> int:
+        return int(round(self.width * self.ffn_ratio))
+
+
+class DataConfig(_Section):
+    corpus: Literal["wiki_offline", "wikitext103", "slimpajama", "text_files"] = "wiki_offline"
+    hub_name: Optional[str] = Field(None, description="override the corpus' hub dataset name")
+    hub_config: Optional[str] = Field(None, description="override the hub dataset config")
+    files: list[str] = Field(default_factory=list, description="paths, for corpus text_files")
+    max_tokens: Optional[int] = Field(None, gt=0, description="token budget for streamed corpora")
+    tokenizer: str = Field("bpe", description="'bpe' (trained, cached) or a hub tokenizer name")
+    val_batches: int = Field(4, gt=0)
+    train_split: str = Field("train", description="hub split to train on (wikitext103, slimpajama)")
+    val_split: str = Field("validation", description="hub split to validate on (wikitext103, slimpajama)")
+    val_fraction: float = Field(
+        0.05, gt=0, lt=1, description="documents carved out (by hash) for validation: wiki_offline, text_files"
+    )
+
+    @model_validator(mode="after")
+    def _files_for_text_files(self) -> "DataConfig":
+        if self.corpus == "text_files" and not self.files:
+            raise ValueError("data.files must list at least one path when data.corpus is text_files")
+        return self
+
+
+class TrainConfig(_Section):
+    steps: int = Field(200, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: Optional[float] = Field(None, gt=0, description="global eta; null = parametrization default")
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup: int = Field(20, ge=0)
+    final_lr_frac: float = Field(0.0, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, description="independent decay: lambda per step at peak LR")
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_eps: float = Field(1e-8, gt=0)
+    grad_clip: Optional[float] = Field(None, gt=0)
+    seed: int = 0
+    precision: Literal["32", "bf16-mixed"] = "32"
+    diverge_loss: float = Field(20.0, gt=0, description="loss above this ends the run as diverged")
+    checkpoint_every: int = Field(50, gt=0)
+
+
+class LogConfig(_Section):
+    rms_every: int = Field(50, gt=0)
+    val_every: int = Field(50, gt=0)
+
+
+class RunConfig(_Section):
+    parametrization: Literal["sp", "mup", "umup", "umup_fp8"] = "umup"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    hp: dict[str, float] = Field(default_factory=dict)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _resolve_hp_and_lr(self) -> "RunConfig":
+        allowed = HP_DEFAULTS[self.parametrization]
+        unknown = sorted(set(self.hp) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"hp.{unknown[0]}: unknown hyperparameter for parametrization "
+                f"{self.parametrization!r}; allowed: {', '.join(sorted(allowed))}"
+            )
+        for name, value in self.hp.items():
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"hp.{name}: must be a positive finite number (got {value})")
+        resolved = {**allowed, **self.hp}
+        for name in ("base_width", "base_depth"):
+            if name in resolved and resolved[name] != int(resolved[name]):
+                raise ValueError(f"hp.{name}: must be a whole number (got {resolved[name]})")
+        # Bypass validate_assignment recursion by writing the fields directly.
+        object.__setattr__(self, "hp", resolved)
+        if self.train.lr is None:
+            object.__setattr__(self.train, "lr", DEFAULT_LR[self.parametrization])
+        return self
+
+    @property
+    def uses_fp8(self) -> bool:
+        return self.parametrization == "umup_fp8" or self.model.fp8
+
+    @property
+    def base(self) -> str:
+        """The parametrization family whose rules apply (umup_fp8 follows umup)."""
+        return "umup" if self.parametrization == "umup_fp8" else self.parametrization
+
+
+def _format_errors(err: ValidationError, cls: type[BaseModel]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            section = _section_fields(cls, e["loc"][:-1])
+            allowed = ", ".join(section) if section else "none"
+            lines.append(f"{loc}: unknown key; allowed here: {allowed}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            lines.append(f"{loc}: {msg}{shown}" if loc else msg)
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _section_fields(cls: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        cls = field.annotation
+    return list(cls.model_fields)
+
+
+def resolve_config(raw: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """Validate a (possibly partial) config dict and fill in every default.
+
+    `overrides` are dotted keys (`model.width=128`) applied on top, as `--set` does.
+    """
+    data = _deep_copy(raw or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config: expected a mapping at the top level, got {type(data).__name__}")
+    for dotted, value in overrides.items():
+        set_dotted(data, dotted, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, RunConfig)) from None
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` in a nested dict, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"invalid config: {dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what config.yaml holds and what is hashed)."""
+    return config.model_dump(mode="json")
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj

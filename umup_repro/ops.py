@@ -1,0 +1,249 @@
+"""Unit-scaled ops: each has a forward scale and its own backward scales (custom autograd).
+
+Unit scaling (Blake et al. 2023) picks each op's scales so that, for unit-scale inputs and a
+unit-scale incoming gradient, its output and each outgoing gradient have unit scale too. Because
+Adam is invariant to a gradient's scale, changing backward scales only changes numerics (what FP8
+can represent), never the training trajectory in exact arithmetic — except where a backward scale
+replaces the chain rule along a path, which each op below documents.
+
+The scales are derived here, not copied:
+- matmuls: sums of fan_in (forward), fan_out (input gradient) or batch (weight gradient) unit
+  terms, hence 1/√fan; the readout keeps μP's 1/fan_in forward scale (logits ≈ 1/√width);
+- SwiGLU: exact Gaussian moments by Gauss-Hermite quadrature, as functions of α_ffn-act;
+- causal attention: moments of a causal softmax over Gaussian logits, fitted once by a seeded
+  Monte Carlo run per (seq_len, d_head, logit scale);
+- cross-entropy: at init the softmax is uniform, so each logit gradient has RMS √(V−1)/V.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from umup_repro import fp8
+
+# ---------------------------------------------------------------------------------------------
+# Scaling a tensor's value and its gradient separately
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fwd: float, bwd: float):
+        ctx.bwd = bwd
+        return x * fwd if fwd != 1.0 else x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.bwd, None, None
+
+
+def scale(x: torch.Tensor, fwd: float = 1.0, bwd: float = 1.0) -> torch.Tensor:
+    """x·fwd in the forward pass; the incoming gradient times bwd in the backward pass."""
+    return _ScaleGrad.apply(x, float(fwd), float(bwd))
+
+
+# ---------------------------------------------------------------------------------------------
+# Matmuls (linear and readout), optionally with FP8 inputs
+
+
+class _ScaledMatmul(torch.autograd.Function):
+    """y = fwd · x Wᵀ; ∂x = bwd_x · g W; ∂W = bwd_w · gᵀ x; FP8 casts on all matmul inputs."""
+
+    @staticmethod
+    def forward(ctx, x, w, fwd: float, bwd_x: float, bwd_w: float, use_fp8: bool):
+        ctx.save_for_backward(x, w)
+        ctx.scales = (bwd_x, bwd_w, use_fp8)
+        if use_fp8:
+            y = fp8.fp8_matmul(x, w, fp8.E4M3, fp8.E4M3)
+        else:
+            y = x @ w.t()
+        return y * fwd
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        bwd_x, bwd_w, use_fp8 = ctx.scales
+        g = g.to(x.dtype)
+        if use_fp8:
+            grad_x = fp8.fp8_matmul(g, w.t(), fp8.E5M2, fp8.E4M3)
+            grad_w = fp8.fp8_matmul(g.t(), x.t(), fp8.E5M2, fp8.E4M3)
+        else:
+            grad_x = g @ w
+            grad_w = g.t() @ x
+        return grad_x * bwd_x, (grad_w * bwd_w).to(w.dtype), None, None, None, None
+
+
+def scaled_matmul(
+    x: torch.Tensor, w: torch.Tensor, fwd: float, bwd_x: float, bwd_w: float | None, use_fp8: bool = False
+) -> torch.Tensor:
+    """Apply a linear map to the last dim of x. `bwd_w=None` means 1/√(tokens in the batch)."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    if bwd_w is None:
+        bwd_w = 1 / math.sqrt(x2.shape[0])
+    if w.dtype != x2.dtype:  # autocast does not reach custom Functions
+        w = w.to(x2.dtype)
+    y = _ScaledMatmul.apply(x2, w, float(fwd), float(bwd_x), float(bwd_w), bool(use_fp8))
+    return y.reshape(*lead, w.shape[0])
+
+
+def unit_linear(x: torch.Tensor, w: torch.Tensor, use_fp8: bool = False) -> torch.Tensor:
+    """Unit-scaled hidden linear: forward 1/√fan_in, input grad 1/√fan_out, weight grad 1/√batch."""
+    fan_out, fan_in = w.shape
+    return scaled_matmul(x, w, 1 / math.sqrt(fan_in), 1 / math.sqrt(fan_out), None, use_fp8)
+
+
+def unit_readout(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Unit-scaled readout: forward 1/fan_in (μP's rule), input grad 1/√fan_out, weight 1/√batch."""
+    fan_out, fan_in = w.shape
+    return scaled_matmul(x, w, 1 / fan_in, 1 / math.sqrt(fan_out), None)
+
+
+def unit_embedding(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Embedding lookup; each row's gradient sums ~N/V unit terms, so scale it by √(V/N)."""
+    vocab = table.shape[0]
+    return F.embedding(ids, scale(table, 1.0, math.sqrt(vocab / ids.numel())))
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual connections
+
+
+def residual_split(x: torch.Tensor, skip_weight: float, branch_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Identity into (branch input, skip); the backward recombines the two gradients with the
+    residual weights, so ∂x is the true gradient while the branch sees an unscaled one."""
+    return scale(x, 1.0, branch_weight), scale(x, 1.0, skip_weight)
+
+
+def residual_add(branch_out: torch.Tensor, skip: torch.Tensor, skip_weight: float, branch_weight: float) -> torch.Tensor:
+    """skip_weight·skip + branch_weight·branch_out; both get the incoming gradient unscaled."""
+    return scale(skip, skip_weight, 1.0) + scale(branch_out, branch_weight, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# SwiGLU with α_ffn-act
+
+
+def _silu(z: np.ndarray) -> np.ndarray:
+    return z / (1 + np.exp(-z))
+
+
+def _silu_grad(z: np.ndarray) -> np.ndarray:
+    s = 1 / (1 + np.exp(-z))
+    return s * (1 + z * (1 - s))
+
+
+@functools.lru_cache(maxsize=None)
+def swiglu_scales(alpha: float) -> tuple[float, float]:
+    """(forward scale, gate-gradient scale) for y = u · silu(α·v) with u, v ~ N(0, 1).
+
+    E[y²] = E[silu(αz)²]; the gate's gradient g·u·α·silu'(αv) has E[·²] = α²E[silu'(αz)²]. The
+    input's gradient g·silu(αv)·s_fwd is unit already. 80-point Gauss-Hermite: exact to ~1e-12.
+    """
+    z, w = np.polynomial.hermite_e.hermegauss(80)
+    w = w / w.sum()
+    fwd = 1 / math.sqrt(float(np.sum(w * _silu(alpha * z) ** 2)))
+    gate = 1 / math.sqrt(float(np.sum(w * (alpha * _silu_grad(alpha * z)) ** 2)))
+    return fwd, gate
+
+
+class _UnitSwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, v, alpha: float):
+        fwd, gate = swiglu_scales(alpha)
+        ctx.save_for_backward(u, v)
+        ctx.consts = (alpha, fwd, gate)
+        return u * F.silu(alpha * v) * fwd
+
+    @staticmethod
+    def backward(ctx, g):
+        u, v = ctx.saved_tensors
+        alpha, fwd, gate = ctx.consts
+        av = alpha * v
+        sig = torch.sigmoid(av)
+        grad_u = g * (av * sig) * fwd
+        # the chain rule would give fwd·α·silu'; the gate's own scale replaces fwd·α
+        grad_v = g * u * (sig * (1 + av * (1 - sig))) * alpha * gate
+        return grad_u, grad_v, None
+
+
+def unit_swiglu(u: torch.Tensor, v: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Unit-scaled u · silu(α·v): α changes the nonlinearity's shape, never the output scale."""
+    return _UnitSwiGLU.apply(u, v, float(alpha))
+
+
+def swiglu(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Plain SwiGLU, for SP and μP."""
+    return u * F.silu(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Causal attention with α_attn-softmax
+
+
+@functools.lru_cache(maxsize=None)
+def attention_scales(seq_len: int, d_head: int, logit_scale: float) -> tuple[float, float, float, float]:
+    """(output, ∂q, ∂k, ∂v) scales of causal softmax attention on unit Gaussian q, k, v.
+
+    No closed form (the causal mask makes each query average a different number of keys), so
+    the moments are measured once by a seeded Monte Carlo run: 64 head-samples, which pins the
+    scales to about 1% (each RMS averages 64·seq_len·d_head terms).
+    """
+    gen = torch.Generator().manual_seed(1234)
+    shape = (64, seq_len, d_head)
+    with torch.enable_grad():  # may be first called under no_grad (evaluation)
+        q, k, v = (torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=logit_scale)
+        g = torch.randn(shape, generator=gen, dtype=torch.float64)
+        grad_q, grad_k, grad_v = torch.autograd.grad(out, (q, k, v), g)
+
+    def inv_rms(t: torch.Tensor) -> float:
+        return float(1 / t.detach().pow(2).mean().sqrt())
+
+    return inv_rms(out), inv_rms(grad_q), inv_rms(grad_k), inv_rms(grad_v)
+
+
+def unit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """Causal attention (q, k, v: batch, heads, seq, d_head) with unit output and gradients."""
+    out_s, q_s, k_s, v_s = attention_scales(q.shape[-2], q.shape[-1], float(logit_scale))
+    out = F.scaled_dot_product_attention(
+        scale(q, 1.0, q_s), scale(k, 1.0, k_s), scale(v, 1.0, v_s), is_causal=True, scale=logit_scale
+    )
+    return scale(out, out_s, 1.0)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """Plain causal attention, for SP and μP."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=logit_scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax cross-entropy with α_loss-softmax
+
+
+class _UnitCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets, alpha: float):
+        logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)) * alpha, dim=-1)
+        ctx.save_for_backward(logp, targets)
+        ctx.logits_dtype = logits.dtype
+        return F.nll_loss(logp, targets)
+
+    @staticmethod
+    def backward(ctx, g):
+        logp, targets = ctx.saved_tensors
+        vocab = logp.shape[-1]
+        grad = logp.exp()
+        grad[torch.arange(len(targets), device=grad.device), targets] -= 1
+        # gradient of the *summed* loss, scaled to unit RMS at a uniform softmax
+        grad *= g * (vocab / math.sqrt(vocab - 1))
+        return grad.to(ctx.logits_dtype), None, None
+
+
+def unit_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Mean cross-entropy of softmax(α·logits) (reported), with unit-scale logit gradients."""
+    return _UnitCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), float(alpha))

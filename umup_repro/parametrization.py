@@ -1,0 +1,173 @@
+"""The abc-rules of SP, μP and u-μP as data (PAPER.md, "Parametrizations").
+
+For every weight the model asks one question: given my role and shape, what is my init std (b),
+my forward multiplier (a) and my Adam LR factor (c, multiplying the global η)? The answers live in
+the table `RULES` below, one entry per (parametrization, role), written as functions of a `Shape`
+so the table reads like the paper's. Depth enters twice, outside the table: the LR factor of every
+parameter inside the residual stack (`depth_lr_factor`) and the residual branch weights
+(`residual_weights`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+ROLES = ("embedding", "hidden", "readout", "norm")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a rule may depend on: the tensor's fans, the model's depth and the HPs."""
+
+    fan_in: int
+    fan_out: int
+    width: int
+    depth: int
+    hp: Mapping[str, float]
+
+    @property
+    def base_fan_in(self) -> float:
+        """The same tensor's fan-in in the base model (μP): fan_in scaled by base_width/width."""
+        return self.fan_in * float(self.hp["base_width"]) / self.width
+
+    @property
+    def base_depth(self) -> float:
+        return float(self.hp["base_depth"])
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    init_std: float
+    multiplier: float
+    lr_factor: float
+    trainable: bool = True
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table: each entry a function of the Shape."""
+
+    init_std: Callable[[Shape], float]
+    multiplier: Callable[[Shape], float]
+    lr_factor: Callable[[Shape], float]
+    trainable: bool = True
+
+    def __call__(self, s: Shape) -> TensorRule:
+        return TensorRule(self.init_std(s), self.multiplier(s), self.lr_factor(s), self.trainable)
+
+
+def _const(value: float) -> Callable[[Shape], float]:
+    return lambda s: value
+
+
+# Norms have no trainable parameters in any parametrization (one of the paper's stability fixes).
+_NORM = Rule(_const(1.0), _const(1.0), _const(0.0), trainable=False)
+
+RULES: dict[str, dict[str, Rule]] = {
+    "sp": {
+        # torch-default-like: std sigma/sqrt(fan_in) for matrices, sigma for the embedding table.
+        "embedding": Rule(lambda s: s.hp["sigma_init"], _const(1.0), _const(1.0)),
+        "hidden": Rule(lambda s: s.hp["sigma_init"] / math.sqrt(s.fan_in), _const(1.0), _const(1.0)),
+        "readout": Rule(lambda s: s.hp["sigma_init"] / math.sqrt(s.fan_in), _const(1.0), _const(1.0)),
+        "norm": _NORM,
+    },
+    "mup": {
+        "embedding": Rule(
+            lambda s: s.hp["sigma_init"], lambda s: s.hp["alpha_emb"], lambda s: s.hp["eta_emb"]
+        ),
+        "hidden": Rule(
+            lambda s: s.hp["sigma_init"] * math.sqrt(s.base_fan_in / s.fan_in),
+            _const(1.0),
+            lambda s: s.base_fan_in / s.fan_in,
+        ),
+        "readout": Rule(
+            lambda s: s.hp["sigma_init"],
+            lambda s: s.hp["alpha_out"] * s.base_fan_in / s.fan_in,
+            _const(1.0),
+        ),
+        "norm": _NORM,
+    },
+    "umup": {
+        "embedding": Rule(_const(1.0), _const(1.0), lambda s: 1 / math.sqrt(s.fan_out)),
+        "hidden": Rule(_const(1.0), lambda s: 1 / math.sqrt(s.fan_in), lambda s: 1 / math.sqrt(s.fan_in)),
+        "readout": Rule(_const(1.0), lambda s: 1 / s.fan_in, _const(1.0)),
+        "norm": _NORM,
+    },
+}
+
+
+def family(parametrization: str) -> str:
+    """u-μP-FP8 follows u-μP's rules; only its matmul precision differs."""
+    return "umup" if parametrization == "umup_fp8" else parametrization
+
+
+def tensor_rule(
+    parametrization: str, role: str, *, fan_in: int, fan_out: int, width: int, depth: int,
+    hp: Mapping[str, float], in_residual_stack: bool = False,
+) -> TensorRule:
+    """The init std, multiplier and LR factor of one tensor, depth factor included."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+    rule = RULES[family(parametrization)][role](Shape(fan_in, fan_out, width, depth, hp))
+    if in_residual_stack and rule.trainable:
+        depth_factor = depth_lr_factor(parametrization, depth, hp)
+        rule = TensorRule(rule.init_std, rule.multiplier, rule.lr_factor * depth_factor, rule.trainable)
+    return rule
+
+
+def depth_lr_factor(parametrization: str, depth: int, hp: Mapping[str, float]) -> float:
+    """LR factor of every parameter inside the residual blocks."""
+    fam = family(parametrization)
+    if fam == "umup":
+        return 1 / math.sqrt(depth)
+    if fam == "mup":
+        return math.sqrt(hp["base_depth"] / depth)
+    return 1.0
+
+
+def umup_taus(depth: int, alpha_res: float = 1.0, alpha_res_attn_ratio: float = 1.0) -> list[float]:
+    """u-μP residual rule: τ_i of the 2·depth branches (even i = attention, odd i = FFN).
+
+    The stream after branch i is the normalised sum of the embedding (weight² B/2) and the branches
+    so far (weights α_attn, α_mlp); τ_i is branch i's weight relative to the stream it joins.
+    """
+    n_branches = 2 * depth
+    alpha_mlp = alpha_res * math.sqrt(2 / (1 + alpha_res_attn_ratio**2))
+    alpha_attn = alpha_res_attn_ratio * alpha_mlp
+    taus, variance = [], n_branches / 2
+    for i in range(n_branches):
+        alpha = alpha_attn if i % 2 == 0 else alpha_mlp
+        taus.append(alpha / math.sqrt(variance))
+        variance += alpha**2
+    return taus
+
+
+def residual_weights(parametrization: str, depth: int, hp: Mapping[str, float]) -> list[tuple[float, float]]:
+    """(skip weight, branch weight) of each of the 2·depth residual branches.
+
+    SP adds branches as they are; μP scales each branch by √(base_depth/depth); u-μP mixes
+    τ/√(1+τ²)·f(x) + 1/√(1+τ²)·x so the stream keeps unit scale.
+    """
+    fam = family(parametrization)
+    if fam == "umup":
+        taus = umup_taus(depth, hp["alpha_res"], hp["alpha_res_attn_ratio"])
+        return [(1 / math.sqrt(1 + t * t), t / math.sqrt(1 + t * t)) for t in taus]
+    branch = math.sqrt(hp["base_depth"] / depth) if fam == "mup" else 1.0
+    return [(1.0, branch)] * (2 * depth)
+
+
+def attention_logit_scale(parametrization: str, d_head: int, hp: Mapping[str, float]) -> float:
+    """SP 1/√d_head; μP α_attn/d_head; u-μP α_attn-softmax/d_head."""
+    fam = family(parametrization)
+    if fam == "umup":
+        return hp["alpha_attn_softmax"] / d_head
+    if fam == "mup":
+        return hp["alpha_attn"] / d_head
+    return 1 / math.sqrt(d_head)
+
+
+def is_unit_scaled(parametrization: str) -> bool:
+    """u-μP uses unit-scaled ops (separate backward scales); SP and μP use true gradients."""
+    return family(parametrization) == "umup"
