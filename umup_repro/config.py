@@ -7,6 +7,8 @@ listed. The resolved config (all defaults filled in) is what gets hashed into a 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any, Literal, Optional
 
@@ -231,6 +233,12 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """The resolved config as plain data (what config.yaml holds and what is hashed)."""
     return config.model_dump(mode="json")
+
+
+def config_hash(config: RunConfig, length: int = 12) -> str:
+    """The cell id: a short hash of the canonical, fully resolved config (same config, same id)."""
+    canonical = json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
 def _deep_copy(obj: Any) -> Any:
