@@ -117,3 +117,14 @@ def test_unit_embedding_gradient_scale():
     torch.testing.assert_close(out, F.embedding(ids, table.detach()))
     out.backward(torch.randn_like(out))
     assert rms(table.grad) == pytest.approx(1, rel=0.05)
+
+
+def test_unit_linear_follows_autocast():
+    """Custom Functions are invisible to autocast; the op applies it so bf16-mixed runs in bf16."""
+    x = torch.randn(8, 16, requires_grad=True)
+    w = torch.randn(4, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ops.unit_linear(x, w)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float32

@@ -85,7 +85,11 @@ def scaled_matmul(
     x2 = x.reshape(-1, x.shape[-1])
     if bwd_w is None:
         bwd_w = 1 / math.sqrt(x2.shape[0])
-    if w.dtype != x2.dtype:  # autocast does not reach custom Functions
+    device = x2.device.type
+    if torch.is_autocast_enabled(device):  # autocast does not reach custom Functions: apply it here
+        dtype = torch.get_autocast_dtype(device)
+        x2, w = x2.to(dtype), w.to(dtype)
+    elif w.dtype != x2.dtype:
         w = w.to(x2.dtype)
     y = _ScaledMatmul.apply(x2, w, float(fwd), float(bwd_x), float(bwd_w), bool(use_fp8))
     return y.reshape(*lead, w.shape[0])
