@@ -12,6 +12,12 @@ def _coord_check(args: argparse.Namespace) -> int:
     return coord_check_main(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from umup_repro.train import main as train_main
+
+    return train_main(args)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from umup_repro.bench import main as bench_main
 
@@ -24,9 +30,27 @@ def _bench_data(args: argparse.Namespace) -> int:
     return bench_data_main(args)
 
 
+def _analysis(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    return import_module(f"umup_repro.analyses.{args.name}").main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="umup-repro", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one cell into a run folder (resumes; a complete run is a no-op)")
+    p.add_argument("config", help="YAML cell config (partial: defaults fill the rest)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. model.width=128 (repeatable; value parsed as YAML)")
+    p.add_argument("--out", default=None, help="run folder (default: results/runs/adhoc/<cell>)")
+    p.add_argument("--sweep", default=None, help="sweep name for the summary (default: the run folder's parent)")
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "none"],
+                   help="auto: Lightning's bar on a terminal, plain lines otherwise")
+    p.add_argument("--log-every", type=int, default=None, help="steps between plain progress lines (default: steps/10)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after the run completes")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
     p.add_argument("--parametrization", required=True, choices=["sp", "mup", "umup", "umup_fp8"])
@@ -40,12 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for coord_check.csv and the figure")
     p.set_defaults(func=_coord_check)
 
-    p = sub.add_parser("bench", help="forward+backward time of u-muP vs SP (prints numbers)")
+    p = sub.add_parser("bench", help="u-muP vs SP step time; our Lightning run vs a plain loop; GPU throughput")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10, help="forward+backward passes per parametrization")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per run (0: skip the loop comparison)")
+    p.add_argument("--warmup-steps", type=int, default=5, help="untimed steps at the start of each run")
+    p.add_argument("--rounds", type=int, default=2, help="plain/Lightning runs, alternating")
+    p.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=None,
+                   help="tokens/s and MFU of u-muP vs u-muP-FP8 (default: on a GPU only)")
+    p.add_argument("--no-compile", action="store_true", help="throughput without torch.compile")
+    p.add_argument("--gpu-width", type=int, default=1024)
+    p.add_argument("--gpu-depth", type=int, default=8)
+    p.add_argument("--gpu-batch-size", type=int, default=16)
+    p.add_argument("--gpu-seq-len", type=int, default=1024)
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("bench-data", help="corpus size, loader batches/s vs one training step (builds the token cache)")
@@ -55,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="training steps to time")
     p.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
     p.set_defaults(func=_bench_data)
+
+    p = sub.add_parser("analysis", help="one of the authors' notes as an analysis: table(s) and figure(s)")
+    p.add_argument("name", choices=["instructive_example", "embedding_update", "low_rank"])
+    p.add_argument("--table", required=True, help="main CSV table, e.g. results/tables/NAME.csv")
+    p.add_argument("--figure", required=True, help="main figure PDF; the PNG lands next to it")
+    p.add_argument("--slopes-table", default=None,
+                   help="instructive_example, embedding_update: log-log slopes (default: TABLE_slopes.csv)")
+    p.add_argument("--plateau-table", default=None, help="low_rank: plateau lengths (default: TABLE_plateaus.csv)")
+    p.add_argument("--alignment-table", default=None, help="low_rank: direction overlaps (default: TABLE_alignment.csv)")
+    p.add_argument("--alignment-figure", default=None, help="low_rank: overlap figure (default: FIGURE_alignment.pdf)")
+    p.set_defaults(func=_analysis)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Small analyses from the authors' notes and the coordinate check."""

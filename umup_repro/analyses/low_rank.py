@@ -1,0 +1,474 @@
+"""Learning a low-rank matrix with a factorised model: plateaus and phase transitions.
+
+Target C ∈ ℝ^{n×n} (n = 100) of rank k: C = Σ_{i≤k} a_i b_iᵀ with a_i, b_i independent uniformly
+random unit vectors. Model Z = X Yᵀ with X, Y ∈ ℝ^{n×r} (r = 100), small init (entries
+N(0, σ0²), σ0 = 10⁻³). Full-batch training for `steps` steps, 10 seeds per setting (the seed
+draws the target and the init; the same seed gives the same target and init in every setting).
+
+Losses (we record the *excess* over the infimum, which is 0 in both cases):
+
+- ``mse``: ‖C − Z‖²_F (a sum over the n² entries).
+- ``ce``: cross-entropy between p = softmax(β·vec C) and q = softmax(vec Z) over all n² entries,
+  minus the entropy of p, i.e. KL(p‖q). It is computed as a log-sum-exp relative to p,
+  KL = log Σ p·exp(D − m) with D = vec Z − β·vec C and m = Σ p·D, via log1p/expm1, which stays
+  accurate in float32 down to KL ≈ 10⁻¹²; the gradient q − p = p·expm1(D − m − KL). β = 1 is the
+  setting as stated (softmax of C itself); since C's entries are O(1/n), p is then within ~1% of
+  uniform and the loss is MSE in disguise (CE ≈ ‖Z − C‖²/(2n²) up to the all-ones direction).
+  β = n (``ce_scale`` = 100: logits of unit RMS, as if a_i, b_i had unit-RMS rather than unit-norm
+  entries) is the regime where the softmax is genuinely non-linear; both are reported.
+
+Optimisers: ``sgd`` (plain gradient descent; weight decay λ as an L2 term added to the gradient),
+``adam`` (torch's Adam: L2 term added to the gradient before the moments) and ``adamw`` (torch's
+AdamW: decoupled decay θ ← θ·(1 − lr·λ)); β₁ = 0.9, β₂ = 0.999, ε = 10⁻¹² (the CE gradients at
+init are ~10⁻⁸, where torch's default ε = 10⁻⁸ would halve Adam's step and make it LR-like).
+Seeds are batched: all runs of one (loss, β, optimiser) are one batch of [B, n, r] tensors.
+
+Measures per run: the excess loss ℓ(t) relative to its initial value ℓ(0), and from it
+- ``plateau_steps``: first step with ℓ(t) < ℓ(0)/2 (the issue's definition);
+- ``onset_steps``: first step with ℓ(t) < 0.9·ℓ(0) (when the loss starts to move);
+- ``sharpness`` = onset/plateau: near 1 for "plateau, then a sharp drop", small for a loss that
+  falls from the first steps on;
+- ``drops``: the number of separate sharp drops (see `count_drops`): 1 for one plateau and one
+  transition, 2 for two plateaus;
+and, for seed 0 at rank 2 with λ = 0, the overlap |⟨u_j, a_i⟩|² of each learned direction (u_j:
+the j-th left singular vector of Z(t)) with each target direction a_i over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from umup_repro.analyses._common import (
+    new_figure,
+    reject_options,
+    save_figure,
+    sibling,
+    write_table,
+)
+
+N = 100
+RANK_R = 100
+RANKS = (1, 2, 10, 100)
+SEEDS = 10
+STEPS = 1000
+SIGMA0 = 1e-3
+WEIGHT_DECAYS = (0.0, 0.3, 1.0)
+ADAM_EPS = 1e-12
+ADAM_BETAS = (0.9, 0.999)
+ALIGNMENT_RANK = 2
+
+# One LR per (loss, ce_scale, optimiser), the same for every rank and weight decay. SGD on MSE:
+# 0.01 (stable up to the largest singular values of the full-rank target, ≈ 4); SGD on CE with
+# β = 1: 2n²·0.01, the same dynamics as MSE (CE ≈ MSE/(2n²) there); SGD on CE with β = n: 0.2
+# (at 0.3 the full-rank runs oscillate at the edge of stability); Adam(W): 3·10⁻⁴ everywhere.
+LR = {("mse", 1.0, "sgd"): 0.01, ("mse", 1.0, "adam"): 3e-4, ("mse", 1.0, "adamw"): 3e-4,
+      ("ce", 1.0, "sgd"): 2 * N * N * 0.01, ("ce", 1.0, "adam"): 3e-4,
+      ("ce", float(N), "sgd"): 0.2, ("ce", float(N), "adam"): 3e-4}
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs that share loss, CE scale, optimiser and LR: one batch over (rank, λ, seed)."""
+
+    loss: str
+    ce_scale: float
+    optimizer: str
+    lr: float
+    weight_decays: tuple[float, ...]
+    steps: int = STEPS
+
+
+# Steps per group: each long enough for every plateau of its runs to end (the longest, SGD on
+# MSE at λ = 1, ends near step 500; Adam's by step 150) and for the loss to fall well below it;
+# CE with β = n keeps dropping in stages up to ~1000 steps.
+GROUP_STEPS = {("mse", "sgd"): 600, ("mse", "adam"): 300, ("mse", "adamw"): 300,
+               ("ce1", "sgd"): 600, ("ce1", "adam"): 300, ("ceN", "sgd"): 1000,
+               ("ceN", "adam"): 1000}
+
+
+def default_groups(weight_decays=WEIGHT_DECAYS) -> list[Group]:
+    """MSE: all three optimisers × all λ; CE (both scales): SGD and Adam at λ = 0 (AdamW at
+    λ = 0 is Adam)."""
+    groups = [Group("mse", 1.0, opt, LR[("mse", 1.0, opt)], tuple(weight_decays),
+                    GROUP_STEPS[("mse", opt)]) for opt in ("sgd", "adam", "adamw")]
+    for scale, key in ((1.0, "ce1"), (float(N), "ceN")):
+        groups += [Group("ce", scale, opt, LR[("ce", scale, opt)], (0.0,), GROUP_STEPS[(key, opt)])
+                   for opt in ("sgd", "adam")]
+    return groups
+
+
+def make_target(rank: int, seed: int, n: int = N) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(C, A, B) with C = A Bᵀ, A and B n×rank with random unit columns (float64)."""
+    gen = torch.Generator().manual_seed(1_000_003 * rank + seed)
+    A = torch.randn(n, rank, generator=gen, dtype=torch.float64)
+    B = torch.randn(n, rank, generator=gen, dtype=torch.float64)
+    A /= A.norm(dim=0, keepdim=True)
+    B /= B.norm(dim=0, keepdim=True)
+    return A @ B.T, A, B
+
+
+def make_init(seed: int, n: int = N, r: int = RANK_R, sigma0: float = SIGMA0):
+    gen = torch.Generator().manual_seed(7_777 + seed)
+    X = torch.randn(n, r, generator=gen, dtype=torch.float64) * sigma0
+    Y = torch.randn(n, r, generator=gen, dtype=torch.float64) * sigma0
+    return X, Y
+
+
+def loss_and_grad(Z: torch.Tensor, C: torch.Tensor, loss: str, ce_scale: float = 1.0,
+                  log_p: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(excess loss [B], dL/dZ [B, n, n]) for a batch of Z and targets C.
+
+    `log_p` (optional) is log_softmax(β·vec C) precomputed, [B, n²].
+    """
+    if loss == "mse":
+        R = Z - C
+        return (R * R).sum((1, 2)), 2 * R
+    if loss == "ce":
+        b = Z.shape[0]
+        if log_p is None:
+            log_p = torch.log_softmax(ce_scale * C.reshape(b, -1), -1)
+        p = log_p.exp()
+        D = Z.reshape(b, -1) - ce_scale * C.reshape(b, -1)
+        m = (p * D).sum(-1, keepdim=True)
+        kl = torch.log1p((p * torch.expm1(D - m)).sum(-1, keepdim=True)).clamp_min(0)
+        grad = p * torch.expm1(D - m - kl)  # = q − p
+        return kl.squeeze(-1), grad.reshape(Z.shape)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def ce_reference(Z: torch.Tensor, C: torch.Tensor, ce_scale: float) -> torch.Tensor:
+    """The plain definition, for the tests: −Σ p log softmax(Z) − H(p) (float64 log-sum-exp)."""
+    b = Z.shape[0]
+    log_p = torch.log_softmax(ce_scale * C.reshape(b, -1).double(), -1)
+    log_q = Z.reshape(b, -1).double() - torch.logsumexp(Z.reshape(b, -1).double(), -1, True)
+    return -(log_p.exp() * log_q).sum(-1) + (log_p.exp() * log_p).sum(-1)
+
+
+def log_steps(steps: int, per_decade: int = 24, linear: int = 200) -> np.ndarray:
+    """The steps a curve is recorded at: 0, `per_decade` a decade evenly in log from 1 to
+    `steps`, and `linear` evenly spaced ones (for plots on either axis), deduplicated."""
+    grid = np.round(np.logspace(0, math.log10(steps), per_decade
+                                * max(1, round(math.log10(steps))) + 1)).astype(int)
+    grid = np.concatenate([[0], grid, np.round(np.linspace(0, steps, linear + 1)).astype(int)])
+    return np.unique(grid[grid <= steps])
+
+
+def train_group(group: Group, ranks=RANKS, seeds: int = SEEDS, steps: int | None = None,
+                r: int = RANK_R, sigma0: float = SIGMA0, n: int = N,
+                alignment_rank: int | None = ALIGNMENT_RANK, record_steps=None):
+    """Train every (rank, λ, seed) of `group` as one batch for `steps` (default group.steps).
+
+    Returns (runs, excess, snapshots): `runs` a DataFrame of the batch's rows (rank,
+    weight_decay, seed), `excess` an array [steps + 1, B] of the excess loss after each step
+    (row 0: at init), `snapshots` {step: (Z of the tracked run, its A)} for seed 0, rank
+    `alignment_rank`, λ = 0 (empty if that run is not in the group).
+    """
+    steps = group.steps if steps is None else steps
+    runs = pd.DataFrame([(k, wd, s) for k in ranks for wd in group.weight_decays
+                         for s in range(seeds)], columns=["rank", "weight_decay", "seed"])
+    targets = {(k, s): make_target(k, s, n) for k in ranks for s in range(seeds)}
+    inits = {s: make_init(s, n, r, sigma0) for s in range(seeds)}
+    C = torch.stack([targets[(k, s)][0] for k, s in zip(runs["rank"], runs["seed"])]).float()
+    X = torch.stack([inits[s][0] for s in runs["seed"]]).float()
+    Y = torch.stack([inits[s][1] for s in runs["seed"]]).float()
+    wd = torch.tensor(runs["weight_decay"].to_numpy(), dtype=torch.float32).view(-1, 1, 1)
+    use_wd = bool((wd != 0).any())
+    log_p = (torch.log_softmax(group.ce_scale * C.reshape(len(runs), -1), -1)
+             if group.loss == "ce" else None)
+    track = runs.index[(runs["rank"] == alignment_rank) & (runs["weight_decay"] == 0)
+                       & (runs["seed"] == 0)]
+    track = int(track[0]) if len(track) else None
+    record = set(log_steps(steps) if record_steps is None else record_steps)
+    snapshots = {}
+
+    lr = group.lr
+    b1, b2 = ADAM_BETAS
+    if group.optimizer not in ("sgd", "adam", "adamw"):
+        raise ValueError(f"unknown optimizer {group.optimizer!r}")
+    adam = group.optimizer != "sgd"
+    l2 = use_wd and group.optimizer in ("sgd", "adam")  # L2 term in the gradient
+    if adam:
+        mX, mY, vX, vY = (torch.zeros_like(X) for _ in range(4))
+    excess = torch.empty(steps + 1, len(runs))
+    # In-place updates, few kernels per step: elementwise passes over [B, n, r] cost as much
+    # as the three batched matmuls here.
+    for t in range(steps + 1):
+        Z = torch.bmm(X, Y.transpose(1, 2))
+        ell, G = loss_and_grad(Z, C, group.loss, group.ce_scale, log_p)
+        excess[t] = ell
+        if track is not None and t in record:
+            snapshots[t] = Z[track].double().clone()
+        if t == steps:
+            break
+        gX = torch.bmm(G, Y)
+        gY = torch.bmm(G.transpose(1, 2), X)
+        if not adam:  # θ ← θ − lr·(g + λθ) = θ·(1 − lr·λ) − lr·g
+            if l2:
+                X.mul_(1 - lr * wd)
+                Y.mul_(1 - lr * wd)
+            X.add_(gX, alpha=-lr)
+            Y.add_(gY, alpha=-lr)
+            continue
+        if l2:
+            gX.addcmul_(wd, X)
+            gY.addcmul_(wd, Y)
+        elif use_wd:  # AdamW: decoupled decay before the Adam step (as torch.optim.AdamW)
+            X.mul_(1 - lr * wd)
+            Y.mul_(1 - lr * wd)
+        bc1 = 1 - b1 ** (t + 1)
+        sbc2 = math.sqrt(1 - b2 ** (t + 1))
+        # lr·m̂/(√v̂ + ε) = (lr·√bc2/bc1)·m/(√v + ε·√bc2)
+        for P, g, m, v in ((X, gX, mX, vX), (Y, gY, mY, vY)):
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            P.addcdiv_(m, v.sqrt().add_(ADAM_EPS * sbc2), value=-lr * sbc2 / bc1)
+    A = targets[(alignment_rank, 0)][1] if track is not None else None
+    return runs, excess.double().numpy(), {t: (z, A) for t, z in snapshots.items()}
+
+
+def first_below(curve: np.ndarray, level: float) -> float:
+    """First index where `curve` < level (NaN if never)."""
+    hit = np.flatnonzero(curve < level)
+    return float(hit[0]) if len(hit) else float("nan")
+
+
+def count_drops(rel: np.ndarray, rate: float = 1.5, min_factor: float = 1.5,
+                floor: float = 1e-3, per_decade: int = 12) -> int:
+    """Number of separate sharp drops of a relative-excess curve rel[t] (rel[0] = 1).
+
+    On a log-spaced grid of steps (`per_decade` points a decade) the local rate
+    −d log ℓ / d log t is computed; a drop is a maximal run of grid intervals where it exceeds
+    `rate` (the loss falls faster than t^-rate) and over which ℓ falls by at least `min_factor`.
+    Only the curve down to `floor` counts (what happens to a loss already 1000× smaller is not a
+    plateau of interest, and Adam's noise floor would count as drops).
+    """
+    steps = len(rel) - 1
+    grid = np.unique(np.round(np.logspace(0, math.log10(max(steps, 1)),
+                                          int(per_decade * math.log10(max(steps, 10))) + 1))
+                     .astype(int))
+    y = np.log10(np.maximum(rel[grid], 1e-300))
+    below = np.flatnonzero(y < math.log10(floor))
+    if len(below):
+        grid, y = grid[: below[0] + 1], y[: below[0] + 1]
+    if len(grid) < 2:
+        return 0
+    r = -np.diff(y) / np.diff(np.log10(grid))
+    drops, run_fall = 0, 0.0
+    for i, ri in enumerate(r):
+        if ri > rate:
+            run_fall += y[i] - y[i + 1]
+        if ri <= rate or i == len(r) - 1:
+            if run_fall >= math.log10(min_factor):
+                drops += 1
+            run_fall = 0.0
+    return drops
+
+
+def run_measures(excess: np.ndarray) -> pd.DataFrame:
+    """Per-run plateau measures from excess curves [steps + 1, B]."""
+    rel = excess / excess[0]
+    rows = []
+    for j in range(rel.shape[1]):
+        c = rel[:, j]
+        half, onset = first_below(c, 0.5), first_below(c, 0.9)
+        rows.append({"plateau_steps": half, "onset_steps": onset,
+                     "sharpness": onset / half if half > 0 else float("nan"),
+                     "drops": count_drops(c), "final_excess_rel": c[-1],
+                     "initial_excess": excess[0, j]})
+    return pd.DataFrame(rows)
+
+
+def _alignment_rows(group: Group, snapshots: dict) -> list[dict]:
+    rows = []
+    for t, (Z, A) in sorted(snapshots.items()):
+        U, S, _ = torch.linalg.svd(Z)
+        k = A.shape[1]
+        overlap = (U[:, :k].T @ A) ** 2  # [learned j, target i]
+        for j in range(k):
+            for i in range(k):
+                rows.append({"loss": group.loss, "ce_scale": group.ce_scale,
+                             "optimizer": group.optimizer, "lr": group.lr, "rank": k,
+                             "seed": 0, "step": t, "learned": j + 1, "target": i + 1,
+                             "overlap": float(overlap[j, i]), "singular_value": float(S[j])})
+    return rows
+
+
+def compute(groups=None, ranks=RANKS, seeds: int = SEEDS, steps: int | None = None,
+            r: int = RANK_R,
+            sigma0: float = SIGMA0, alignment_rank: int | None = ALIGNMENT_RANK):
+    """Run every group; returns (curves, plateaus, alignment) DataFrames.
+
+    curves: per setting and recorded step, median and 10/90% quantiles over seeds of the
+    relative excess ℓ(t)/ℓ(0) (and the median absolute excess); `steps` overrides every
+    group's own step count. plateaus: per setting, median
+    and quartiles over seeds of the measures in `run_measures`. alignment: see module docstring.
+    """
+    groups = default_groups() if groups is None else groups
+    torch.set_flush_denormal(True)  # tiny softmax tails would otherwise crawl
+    curves, plateaus, alignment = [], [], []
+    for group in groups:
+        runs, excess, snapshots = train_group(group, ranks, seeds, steps, r, sigma0,
+                                              alignment_rank=alignment_rank)
+        rec = log_steps(excess.shape[0] - 1)
+        rel = excess / excess[0]
+        measures = pd.concat([runs, run_measures(excess)], axis=1)
+        setting = {"loss": group.loss, "ce_scale": group.ce_scale,
+                   "optimizer": group.optimizer, "lr": group.lr}
+        for (k, wd), idx in runs.groupby(["rank", "weight_decay"], sort=False).groups.items():
+            idx = np.asarray(idx)
+            sub = rel[rec][:, idx]
+            q10, med, q90 = np.quantile(sub, [0.1, 0.5, 0.9], axis=1)
+            abs_med = np.median(excess[rec][:, idx], axis=1)
+            for t, a, b, c, e in zip(rec, med, q10, q90, abs_med):
+                curves.append({**setting, "weight_decay": wd, "rank": k, "step": int(t),
+                               "excess_rel_median": a, "excess_rel_q10": b,
+                               "excess_rel_q90": c, "excess_median": e})
+            m = measures.loc[idx]
+            row = {**setting, "weight_decay": wd, "rank": k, "seeds": len(idx),
+                   "reached_half": float(m["plateau_steps"].notna().mean())}
+            for col in ("plateau_steps", "onset_steps", "sharpness", "drops",
+                        "final_excess_rel"):
+                row[f"{col}_median"] = float(m[col].median())
+                if col in ("plateau_steps", "drops"):
+                    row[f"{col}_q25"] = float(m[col].quantile(0.25))
+                    row[f"{col}_q75"] = float(m[col].quantile(0.75))
+            row["initial_excess_median"] = float(m["initial_excess"].median())
+            plateaus.append(row)
+        alignment += _alignment_rows(group, snapshots)
+    return pd.DataFrame(curves), pd.DataFrame(plateaus), pd.DataFrame(alignment)
+
+
+def _setting_label(loss: str, ce_scale: float) -> str:
+    if loss == "mse":
+        return "MSE"
+    return f"CE, p = softmax({'' if ce_scale == 1 else f'{ce_scale:g}·'}C)"
+
+
+_OPT = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def _panel(ax, curves, hue, hue_values, title, legend_title):
+    palette = dict(zip(hue_values, ("C0", "C1", "C2", "C3", "C4")))
+    for h in hue_values:
+        g = curves[curves[hue] == h]
+        if g.empty:
+            continue
+        ax.plot(g["step"], g["excess_rel_median"], color=palette[h], lw=1.4, label=f"{h:g}")
+        ax.fill_between(g["step"], g["excess_rel_q10"], g["excess_rel_q90"], color=palette[h],
+                        alpha=0.2, lw=0)
+    ax.set_xlim(0, curves["step"].max() if len(curves) else None)
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, 3)
+    ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
+    ax.set_title(title, fontsize=9)
+    ax.legend(title=legend_title, fontsize=7, title_fontsize=7, loc="lower left")
+    ax.set_xlabel("step")
+
+
+def plot(curves: pd.DataFrame, figure_path, plateaus: pd.DataFrame | None = None):
+    """Loss curves: top, λ = 0 per loss setting (rows) and optimiser (columns), hue = rank;
+    bottom, MSE at rank `ALIGNMENT_RANK` per optimiser, hue = λ. Median and 10–90% seed band."""
+    fig = new_figure(figsize=(11, 13))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.15])
+    settings = [(l, s) for l, s in (("mse", 1.0), ("ce", 1.0), ("ce", float(N)))
+                if ((curves["loss"] == l) & (curves["ce_scale"] == s)).any()]
+    opts = ["sgd", "adam"]
+    axes = top.subplots(len(settings), len(opts), squeeze=False)
+    ranks = sorted(curves["rank"].unique())
+    for i, (loss, scale) in enumerate(settings):
+        for j, opt in enumerate(opts):
+            c = curves[(curves["loss"] == loss) & (curves["ce_scale"] == scale)
+                       & (curves["optimizer"] == opt) & (curves["weight_decay"] == 0)]
+            lr = c["lr"].iloc[0] if len(c) else float("nan")
+            _panel(axes[i, j], c, "rank", ranks,
+                   f"{_setting_label(loss, scale)}, {_OPT[opt]} (lr {lr:g}), λ = 0", "rank")
+            axes[i, j].set_ylabel("excess loss / initial")
+    top.suptitle("Learning a rank-k 100×100 matrix with Z = X Yᵀ (r = 100, init σ 1e-3): "
+                 "median and 10–90% band over 10 seeds", fontsize=10)
+    mse = curves[(curves["loss"] == "mse") & (curves["rank"] == ALIGNMENT_RANK)]
+    wds = sorted(mse["weight_decay"].unique())
+    opts = [o for o in ("sgd", "adam", "adamw") if (mse["optimizer"] == o).any()]
+    if opts:
+        axes = bottom.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+        for ax, opt in zip(axes, opts):
+            c = mse[mse["optimizer"] == opt]
+            kind = {"sgd": "L2 in the gradient", "adam": "L2 in the gradient",
+                    "adamw": "decoupled"}[opt]
+            _panel(ax, c, "weight_decay", wds,
+                   f"MSE, rank {ALIGNMENT_RANK}, {_OPT[opt]}: weight decay ({kind})", "λ")
+        axes[0].set_ylabel("excess loss / initial")
+        bottom.suptitle("Weight decay and the initial plateau (dotted: half the initial "
+                        "excess, the plateau's end)", fontsize=10)
+    return save_figure(fig, figure_path)
+
+
+def plot_alignment(alignment: pd.DataFrame, figure_path):
+    """Overlap |⟨u_j, a_i⟩|² of learned direction j with target direction i over time (seed 0,
+    rank `ALIGNMENT_RANK`, λ = 0), one panel per loss setting and optimiser; the singular values
+    of Z on the right axis."""
+    keys = alignment[["loss", "ce_scale", "optimizer"]].drop_duplicates()
+    keys = keys[keys["optimizer"] != "adamw"]
+    settings = [(l, s) for l, s in (("mse", 1.0), ("ce", 1.0), ("ce", float(N)))
+                if ((keys["loss"] == l) & (keys["ce_scale"] == s)).any()]
+    opts = [o for o in ("sgd", "adam") if (keys["optimizer"] == o).any()]
+    fig = new_figure(figsize=(11, 3.2 * len(settings)))
+    axes = fig.subplots(len(settings), len(opts), squeeze=False, sharex=True)
+    styles = {(1, 1): ("C0", "-"), (1, 2): ("C0", "--"), (2, 1): ("C3", "--"), (2, 2): ("C3", "-")}
+    for i, (loss, scale) in enumerate(settings):
+        for j, opt in enumerate(opts):
+            ax = axes[i, j]
+            a = alignment[(alignment["loss"] == loss) & (alignment["ce_scale"] == scale)
+                          & (alignment["optimizer"] == opt) & (alignment["step"] > 0)]
+            for (lj, ti), g in a.groupby(["learned", "target"]):
+                color, ls = styles.get((lj, ti), ("0.5", ":"))
+                ax.plot(g["step"], g["overlap"], color=color, ls=ls, lw=1.3,
+                        label=f"learned {lj} · target {ti}")
+            ax.set_xscale("log")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel("|⟨u_j, a_i⟩|²")
+            ax2 = ax.twinx()
+            for lj, g in a[a["target"] == 1].groupby("learned"):
+                ax2.plot(g["step"], g["singular_value"], color="0.6", lw=0.8,
+                         ls="-" if lj == 1 else "--", label=f"σ_{lj}(Z)")
+            ax2.set_yscale("log")
+            ax2.set_ylabel("singular value of Z", color="0.45")
+            ax2.grid(False)
+            ax.set_title(f"{_setting_label(loss, scale)}, {_OPT[opt]}", fontsize=9)
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = ax2.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, fontsize=6.5, loc="center left")
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    fig.suptitle(f"Rank-{ALIGNMENT_RANK} target, seed 0: overlap of the top learned directions "
+                 "(left singular vectors u_j of Z) with the target directions a_i", fontsize=10)
+    return save_figure(fig, figure_path)
+
+
+def run(table_path, figure_path, plateau_table_path=None, alignment_table_path=None,
+        alignment_figure_path=None, **kwargs):
+    curves, plateaus, alignment = compute(**kwargs)
+    write_table(curves, table_path)
+    if plateau_table_path is not None:
+        write_table(plateaus, plateau_table_path)
+    if alignment_table_path is not None:
+        write_table(alignment, alignment_table_path)
+    plot(curves, figure_path, plateaus)
+    if alignment_figure_path is not None:
+        plot_alignment(alignment, alignment_figure_path)
+    return curves, plateaus, alignment
+
+
+def main(args: argparse.Namespace) -> int:
+    """`umup-repro analysis low_rank`: curves, plateau and alignment tables, two figures."""
+    reject_options(args, ("slopes_table",), "low_rank")
+    run(args.table, args.figure,
+        plateau_table_path=args.plateau_table or sibling(args.table, "_plateaus"),
+        alignment_table_path=args.alignment_table or sibling(args.table, "_alignment"),
+        alignment_figure_path=args.alignment_figure or sibling(args.figure, "_alignment"))
+    return 0

@@ -1,0 +1,53 @@
+# The authors' notes as analyses (umup_repro/analyses/): CPU-only, no inputs, fixed seeds.
+# Each rule runs `umup-repro analysis NAME` once and names every file it writes.
+
+ANALYSIS_FIGURES = ["instructive_example", "embedding_update", "low_rank", "low_rank_alignment"]
+ALL_TARGETS.extend(f"figures/{name}.pdf" for name in ANALYSIS_FIGURES)
+
+
+rule analysis_instructive_example:
+    output:
+        table="results/tables/instructive_example.csv",
+        slopes="results/tables/instructive_example_slopes.csv",
+        pdf="figures/instructive_example.pdf",
+        png="figures/instructive_example.png",
+    log:
+        "results/logs/analyses/instructive_example.log",
+    threads: 1
+    shell:
+        "umup-repro analysis instructive_example --table {output.table}"
+        " --slopes-table {output.slopes} --figure {output.pdf} > {log} 2>&1"
+
+
+rule analysis_embedding_update:
+    output:
+        table="results/tables/embedding_update.csv",
+        slopes="results/tables/embedding_update_slopes.csv",
+        pdf="figures/embedding_update.pdf",
+        png="figures/embedding_update.png",
+    log:
+        "results/logs/analyses/embedding_update.log",
+    threads: 2
+    resources:
+        mem_mb=6000,
+    shell:
+        "umup-repro analysis embedding_update --table {output.table}"
+        " --slopes-table {output.slopes} --figure {output.pdf} > {log} 2>&1"
+
+
+rule analysis_low_rank:
+    output:
+        table="results/tables/low_rank.csv",
+        plateaus="results/tables/low_rank_plateaus.csv",
+        alignment="results/tables/low_rank_alignment.csv",
+        pdf="figures/low_rank.pdf",
+        png="figures/low_rank.png",
+        alignment_pdf="figures/low_rank_alignment.pdf",
+        alignment_png="figures/low_rank_alignment.png",
+    log:
+        "results/logs/analyses/low_rank.log",
+    threads: 2
+    shell:
+        "umup-repro analysis low_rank --table {output.table}"
+        " --plateau-table {output.plateaus} --alignment-table {output.alignment}"
+        " --figure {output.pdf} --alignment-figure {output.alignment_pdf} > {log} 2>&1"
