@@ -54,8 +54,9 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> tuple[P
     """Save `fig` as `path` (PDF) and the PNG next to it, both atomically."""
     path = Path(path)
     png = path.with_suffix(".png")
-    _atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "pdf"))
-    _atomic(png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    # tight bounding box: legends placed outside the axes (seaborn's) are kept, not clipped
+    _atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "pdf", bbox_inches="tight"))
+    _atomic(png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     return path, png
 
 

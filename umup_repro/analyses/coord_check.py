@@ -1,21 +1,19 @@
 """Tensor Programs V coordinate check: activation RMS against width over a few Adam steps.
 
-Under μP and u-μP every activation's RMS is flat in width at every step; under SP the output
-logits grow with width once training moves the readout. Real text batches (the default corpus),
+Under μP and u-μP every activation's RMS is flat in width once training moves it; under SP the
+activations and output logits grow with width. One batch of real text (the default corpus),
 the same batches and seed at every width, constant LR, no warmup.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
+from umup_repro.analyses._common import loglog_slope, save_figure, write_table
 from umup_repro.config import resolve_config
 from umup_repro.model import build_model
 from umup_repro.optim import build_optimizer
@@ -93,7 +91,7 @@ def width_slopes(table: pd.DataFrame, kind: str = "activation") -> pd.DataFrame:
     sel = table[table["kind"] == kind]
     out = []
     for (step, tensor), g in sel.groupby(["step", "tensor"]):
-        slope = np.polyfit(np.log2(g["width"]), np.log2(g["rms"]), 1)[0]
+        slope = loglog_slope(g["width"], g["rms"])
         spread = g["rms"].max() / g["rms"].min() - 1
         out.append({"step": step, "tensor": tensor, "slope": slope, "spread": spread})
     return pd.DataFrame(out)
@@ -118,31 +116,16 @@ def plot_coord_check(table: pd.DataFrame, path: Path) -> None:
         data=acts, x="width", y="rms", hue="type", units="tensor", estimator=None, col="step",
         kind="line", marker="o", height=3.0, aspect=0.9, facet_kws={"sharey": True},
     )
-    grid.set(xscale="log", yscale="log")
+    grid.set(yscale="log")
     for ax in grid.axes.flat:
+        ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(acts["width"].unique()))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.tick_params(axis="x", labelrotation=45)
     grid.set_axis_labels("width", "activation RMS")
     grid.figure.suptitle(f"Coordinate check: {table['parametrization'].iloc[0]}", y=1.03)
-    for suffix in (".pdf", ".png"):
-        _save_atomically(grid.figure, path.with_suffix(suffix))
-
-
-def _save_atomically(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    fig.savefig(tmp, bbox_inches="tight", dpi=120)
-    os.replace(tmp, path)
-
-
-def write_csv_atomically(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv")
-    os.close(fd)
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    save_figure(grid.figure, path.with_suffix(".pdf"), dpi=120)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -150,9 +133,9 @@ def main(args: argparse.Namespace) -> int:
     table = run_coord_check(args.parametrization, widths, depth=args.depth, steps=args.steps, lr=args.lr,
                             batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed)
     out = Path(args.out)
-    write_csv_atomically(table, out / "coord_check.csv")
+    write_table(table, out / "coord_check.csv")
     slopes = width_slopes(table)
-    write_csv_atomically(slopes, out / "coord_check_slopes.csv")
+    write_table(slopes, out / "coord_check_slopes.csv")
     plot_coord_check(table, out / "coord_check")
     last = slopes[slopes["step"] == args.steps]
     worst = last.loc[last["slope"].abs().idxmax()]
