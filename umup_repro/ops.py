@@ -57,11 +57,9 @@ class _ScaledMatmul(torch.autograd.Function):
     def forward(ctx, x, w, fwd: float, bwd_x: float, bwd_w: float, use_fp8: bool):
         ctx.save_for_backward(x, w)
         ctx.scales = (bwd_x, bwd_w, use_fp8)
-        if use_fp8:
-            y = fp8.fp8_matmul(x, w, fp8.E4M3, fp8.E4M3)
-        else:
-            y = x @ w.t()
-        return y * fwd
+        if use_fp8:  # cast the unit-scale operands, scale the product afterwards
+            return fp8.fp8_matmul(x, w, fp8.E4M3, fp8.E4M3) * fwd
+        return x @ (w * fwd).t()  # scale the (smaller) weight, not the activation-sized output
 
     @staticmethod
     def backward(ctx, g):
@@ -69,12 +67,12 @@ class _ScaledMatmul(torch.autograd.Function):
         bwd_x, bwd_w, use_fp8 = ctx.scales
         g = g.to(x.dtype)
         if use_fp8:
-            grad_x = fp8.fp8_matmul(g, w.t(), fp8.E5M2, fp8.E4M3)
+            grad_x = fp8.fp8_matmul(g, w.t(), fp8.E5M2, fp8.E4M3) * bwd_x
             grad_w = fp8.fp8_matmul(g.t(), x.t(), fp8.E5M2, fp8.E4M3)
         else:
-            grad_x = g @ w
+            grad_x = g @ (w * bwd_x)
             grad_w = g.t() @ x
-        return grad_x * bwd_x, (grad_w * bwd_w).to(w.dtype), None, None, None, None
+        return grad_x, grad_w.mul_(bwd_w).to(w.dtype), None, None, None, None
 
 
 def scaled_matmul(
@@ -117,15 +115,37 @@ def unit_embedding(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 # Residual connections
 
 
+class _ResidualSplit(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, skip_weight: float, branch_weight: float):
+        ctx.weights = (skip_weight, branch_weight)
+        return x.view_as(x), x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g_branch, g_skip):
+        skip_weight, branch_weight = ctx.weights
+        return torch.add(g_skip * skip_weight, g_branch, alpha=branch_weight), None, None
+
+
+class _ResidualAdd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, branch_out, skip, skip_weight: float, branch_weight: float):
+        return torch.add(skip * skip_weight, branch_out, alpha=branch_weight)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g, None, None
+
+
 def residual_split(x: torch.Tensor, skip_weight: float, branch_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Identity into (branch input, skip); the backward recombines the two gradients with the
     residual weights, so ∂x is the true gradient while the branch sees an unscaled one."""
-    return scale(x, 1.0, branch_weight), scale(x, 1.0, skip_weight)
+    return _ResidualSplit.apply(x, float(skip_weight), float(branch_weight))
 
 
 def residual_add(branch_out: torch.Tensor, skip: torch.Tensor, skip_weight: float, branch_weight: float) -> torch.Tensor:
     """skip_weight·skip + branch_weight·branch_out; both get the incoming gradient unscaled."""
-    return scale(skip, skip_weight, 1.0) + scale(branch_out, branch_weight, 1.0)
+    return _ResidualAdd.apply(branch_out, skip, float(skip_weight), float(branch_weight))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,17 +181,19 @@ class _UnitSwiGLU(torch.autograd.Function):
         fwd, gate = swiglu_scales(alpha)
         ctx.save_for_backward(u, v)
         ctx.consts = (alpha, fwd, gate)
-        return u * F.silu(alpha * v) * fwd
+        av = v * alpha if alpha != 1.0 else v
+        return F.silu(av).mul_(u).mul_(fwd)
 
     @staticmethod
     def backward(ctx, g):
         u, v = ctx.saved_tensors
         alpha, fwd, gate = ctx.consts
-        av = alpha * v
+        av = v * alpha if alpha != 1.0 else v
         sig = torch.sigmoid(av)
-        grad_u = g * (av * sig) * fwd
-        # the chain rule would give fwd·α·silu'; the gate's own scale replaces fwd·α
-        grad_v = g * u * (sig * (1 + av * (1 - sig))) * alpha * gate
+        grad_u = (av * sig).mul_(g).mul_(fwd)
+        # the chain rule would give fwd·α·silu'(αv); the gate's own scale replaces fwd·α
+        silu_grad = (1 - sig).mul_(av).add_(1).mul_(sig)
+        grad_v = silu_grad.mul_(g).mul_(u).mul_(alpha * gate)
         return grad_u, grad_v, None
 
 
@@ -244,7 +266,7 @@ class _UnitCrossEntropy(torch.autograd.Function):
         grad = logp.exp()
         grad[torch.arange(len(targets), device=grad.device), targets] -= 1
         # gradient of the *summed* loss, scaled to unit RMS at a uniform softmax
-        grad *= g * (vocab / math.sqrt(vocab - 1))
+        grad.mul_(g * (vocab / math.sqrt(vocab - 1)))
         return grad.to(ctx.logits_dtype), None, None
 
 
