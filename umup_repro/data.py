@@ -25,7 +25,6 @@ import json
 import os
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -34,6 +33,7 @@ import torch
 from filelock import FileLock
 from tokenizers import Tokenizer
 
+from umup_repro.atomic import temp_path, write_text
 from umup_repro.config import DataConfig, RunConfig
 
 FORMAT_VERSION = 1  # bump when the token files or the BPE recipe change: old cache entries are ignored
@@ -132,19 +132,6 @@ def _building(path: Path) -> Iterator[bool]:
         for stale in path.parent.glob(f".{path.stem}.*.tmp-*"):  # left by a killed builder
             stale.unlink(missing_ok=True)
         yield not path.exists()
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +363,7 @@ def _train_bpe(config: RunConfig, path: Path) -> None:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(_first_chars(docs, BPE_TRAIN_CHARS), trainer)
     BUILD_COUNTS["train_bpe"] += 1
-    _write_text_atomic(path, tokenizer.to_str())
+    write_text(path, tokenizer.to_str())
 
 
 def _first_chars(docs: Iterable[str], limit: int) -> Iterator[str]:
@@ -441,7 +428,7 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
     budget = config.data.max_tokens
     docs = documents(config.data, split)
     n_tokens = n_docs = 0
-    tmp = _tmp_name(path)
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             for chunk in _chunks(docs, ENCODE_CHUNK_CHARS):
@@ -468,7 +455,7 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
             "dtype": dtype.name,
             "build_seconds": round(time.perf_counter() - start, 3),
         }
-        _write_text_atomic(path.with_suffix(".json"), json.dumps(info, indent=1))
+        write_text(path.with_suffix(".json"), json.dumps(info, indent=1))
         os.replace(tmp, path)  # publishing the .bin last: its presence means the entry is complete
     finally:
         tmp.unlink(missing_ok=True)

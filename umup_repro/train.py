@@ -47,13 +47,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import yaml
 
+from umup_repro.atomic import write_text
 from umup_repro.config import RunConfig, TrainConfig, config_hash, config_to_dict
 
 if TYPE_CHECKING:  # torch and Lightning are imported where needed: a no-op rerun stays fast
@@ -94,19 +94,6 @@ def lr_multiplier(step: int, t: TrainConfig) -> float:
         return 1.0
     progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
     return t.final_lr_frac + (1.0 - t.final_lr_frac) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write-then-rename: a reader (or a kill) never sees a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -378,8 +365,8 @@ def _module_class():
                 tmp.unlink(missing_ok=True)
 
         def write_files(self) -> None:
-            write_atomic(self.folder / "metrics.csv", metrics_csv(self.metrics))
-            write_atomic(self.folder / "rms.csv", rms_csv(self.rms))
+            write_text(self.folder / "metrics.csv", metrics_csv(self.metrics))
+            write_text(self.folder / "rms.csv", rms_csv(self.rms))
 
         def wall_seconds(self) -> float:
             return self.wall_before + (time.perf_counter() - self.started)
@@ -565,7 +552,7 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
 def _train_locked(config: RunConfig, out: Path, state: str, tokens: dict, val: list, *, cell: str,
                   started: float, sweep, progress, log_every, keep_checkpoints, callbacks) -> int:
     if state == "new" or not (out / "config.yaml").exists():
-        write_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     elif (out / "summary.json").exists():  # completed by another process meanwhile
         return 0
     m, t = config.model, config.train
@@ -605,7 +592,7 @@ def _train_locked(config: RunConfig, out: Path, state: str, tokens: dict, val: l
 
     module.write_files()
     summary = make_summary(config, module, trainer.strategy.root_device, out, sweep=sweep)
-    write_atomic(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINT.parent, ignore_errors=True)
     if mode != "none":
