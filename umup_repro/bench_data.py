@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import time
 
 import torch
 import yaml
 
 from umup_repro import data
-from umup_repro.config import resolve_config
+from umup_repro.config import config_to_dict, resolve_config
 
 REQUIRED_RATIO = 100.0
 
@@ -55,24 +56,10 @@ def main(args: argparse.Namespace) -> int:
     loader_s = (time.perf_counter() - start) / args.batches
     print(f"loader: {1 / loader_s:,.0f} batches/s ({loader_s * 1e6:.0f} us per ({t.batch_size}, {m.seq_len + 1}) batch)")
 
-    from umup_repro.model import build_model
-    from umup_repro.optim import build_optimizer
+    from umup_repro.bench import plain_step_times
 
-    torch.manual_seed(t.seed)
-    model = build_model(config)
-    optimizer = build_optimizer(model, config)
-
-    def step(i: int) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        model.loss(data.train_batch(train, seed=t.seed, step=i, **shape)).backward()
-        optimizer.step()
-
-    for i in range(args.warmup):
-        step(i)
-    start = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
-    step_s = (time.perf_counter() - start) / args.steps
+    timed = resolve_config(config_to_dict(config), **{"train.steps": args.warmup + args.steps})
+    step_s = statistics.mean(plain_step_times(timed, train)[args.warmup:])
     ratio = step_s / loader_s
     print(f"train step ({config.parametrization}, width {m.width}, depth {m.depth}, batch {t.batch_size},"
           f" seq {m.seq_len}, {torch.get_num_threads()} threads): {step_s * 1e3:.1f} ms")
