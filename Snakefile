@@ -1,12 +1,31 @@
-"""umup-repro workflow (thin): the rules live in workflow/rules/*.smk.
+"""umup-repro workflow (thin): loads the preset, expands its sweeps, includes workflow/rules/*.smk.
+
+  snakemake --cores all                                  the whole preset (config/config.yaml: tiny)
+  snakemake --cores all --config preset=smoke            another preset
+  snakemake --cores all figures/transfer_width.pdf       one figure and only the cells it needs
+  umup-repro cells --preset tiny                         what a preset expands to, before running
 
 Each included .smk appends the files `all` should build to ALL_TARGETS.
-  snakemake --cores 2                               everything
-  snakemake --cores 2 figures/instructive_example.pdf   one figure and what it needs
 """
+
+import os
+
+from umup_repro import grid
+from snakemake.utils import validate
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+# config/config.yaml (+ --config) selects the preset; the preset's contents join the config, which
+# is then checked against the JSON schema (errors name the field and what is allowed).
+config.update(grid.load_preset(config))
+validate(config, "workflow/schemas/config.schema.yaml")
+CELLS = {sweep: {c.id: c for c in cells} for sweep, cells in grid.expand_preset(config).items()}
 
 ALL_TARGETS = []
 
+include: "workflow/rules/sweeps.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/analyses.smk"
 
 

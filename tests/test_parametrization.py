@@ -21,10 +21,10 @@ MUP_HP = {"sigma_init": 0.05, "alpha_emb": 3.0, "eta_emb": 2.0, "alpha_attn": 1.
           "base_width": 128, "base_depth": 2}
 
 
-def make(parametrization, hp=None, width=WIDTH, depth=DEPTH):
+def make(parametrization, hp=None, width=WIDTH, depth=DEPTH, emb_lr_rule="default"):
     config = resolve_config({"parametrization": parametrization, "hp": hp or {},
                              "model": {"width": width, "depth": depth, "vocab_size": VOCAB},
-                             "train": {"lr": ETA, "weight_decay": 0.1}})
+                             "train": {"lr": ETA, "weight_decay": 0.1, "emb_lr_rule": emb_lr_rule}})
     torch.manual_seed(0)
     model = build_model(config)
     groups = {g["name"]: g for g in build_optimizer(model, config).param_groups}
@@ -53,6 +53,20 @@ def test_embedding_rules():
     expect_close(observed(m, g, "embedding.weight"), (0.05, 3.0, ETA * 2.0))
     m, g = make("umup")
     expect_close(observed(m, g, "embedding.weight"), (1.0, 1.0, ETA / math.sqrt(WIDTH)))
+
+
+def test_embedding_lr_rule_ablation():
+    """The paper's embedding-LR ablation: c_emb = 1 vs 1/√fan_out, nothing else changes."""
+    m, g = make("umup", emb_lr_rule="constant")
+    expect_close(observed(m, g, "embedding.weight"), (1.0, 1.0, ETA))
+    m, g = make("mup", MUP_HP, emb_lr_rule="inv_sqrt_fan_out")
+    expect_close(observed(m, g, "embedding.weight"), (0.05, 3.0, ETA * 2.0 / math.sqrt(WIDTH)))
+    for p in ("umup", "mup"):
+        default, swapped = make(p)[1], make(p, emb_lr_rule="constant" if p == "umup" else "inv_sqrt_fan_out")[1]
+        others = [n for n in default if n != "embedding.weight"]
+        assert [default[n]["lr"] for n in others] == [swapped[n]["lr"] for n in others]
+    assert resolve_config({"parametrization": "umup"}).train.emb_lr_rule == "inv_sqrt_fan_out"
+    assert resolve_config({"parametrization": "mup"}).train.emb_lr_rule == "constant"
 
 
 @pytest.mark.parametrize("name,fan_in", [("blocks.1.attn.q_proj.weight", WIDTH),

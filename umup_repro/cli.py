@@ -36,12 +36,36 @@ def _analysis(args: argparse.Namespace) -> int:
     return import_module(f"umup_repro.analyses.{args.name}").main(args)
 
 
+def _cells(args: argparse.Namespace) -> int:
+    from umup_repro.grid import main as cells_main
+
+    return cells_main(args)
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from umup_repro.aggregate import main as aggregate_main
+
+    return aggregate_main(args)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from umup_repro.figures import main as plot_main
+
+    return plot_main(args)
+
+
+def _bench_dag(args: argparse.Namespace) -> int:
+    from umup_repro.bench_dag import main as bench_dag_main
+
+    return bench_dag_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="umup-repro", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one cell into a run folder (resumes; a complete run is a no-op)")
-    p.add_argument("config", help="YAML cell config (partial: defaults fill the rest)")
+    p.add_argument("config", help="YAML cell config (partial: defaults fill the rest); - reads it from stdin")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. model.width=128 (repeatable; value parsed as YAML)")
     p.add_argument("--out", default=None, help="run folder (default: results/runs/adhoc/<cell>)")
@@ -50,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: Lightning's bar on a terminal, plain lines otherwise")
     p.add_argument("--log-every", type=int, default=None, help="steps between plain progress lines (default: steps/10)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after the run completes")
+    p.add_argument("--cell", default=None, help="expected cell id: refuse to train if the config hashes otherwise")
+    p.add_argument("--copy-from", default=None, metavar="DIR",
+                   help="copy a complete run of the same cell from DIR instead of training (cells shared by sweeps)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
@@ -74,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=5, help="untimed steps at the start of each run")
     p.add_argument("--rounds", type=int, default=2, help="plain/Lightning runs, alternating")
     p.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=None,
-                   help="tokens/s and MFU of u-muP vs u-muP-FP8 (default: on a GPU only)")
-    p.add_argument("--no-compile", action="store_true", help="throughput without torch.compile")
+                   help="tokens/s and MFU of SP, u-muP and u-muP-FP8 (default: on a GPU only)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="throughput of a torch.compile'd step (default: eager, as training runs)")
     p.add_argument("--gpu-width", type=int, default=1024)
     p.add_argument("--gpu-depth", type=int, default=8)
     p.add_argument("--gpu-batch-size", type=int, default=16)
@@ -100,6 +128,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alignment-table", default=None, help="low_rank: direction overlaps (default: TABLE_alignment.csv)")
     p.add_argument("--alignment-figure", default=None, help="low_rank: overlap figure (default: FIGURE_alignment.pdf)")
     p.set_defaults(func=_analysis)
+
+    p = sub.add_parser("cells", help="list a preset's sweeps, cells and compute estimate before anything runs")
+    p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
+    p.add_argument("--sweep", action="append", default=None, help="only this sweep (repeatable)")
+    p.add_argument("--list", action="store_true", help="one line per cell: id and the keys that vary")
+    p.add_argument("--utilisation", type=float, default=None, help="assumed GPU utilisation (default: the preset's)")
+    p.set_defaults(func=_cells)
+
+    p = sub.add_parser("aggregate", help="run folders of a sweep -> results/tables/ (what the DAG calls)")
+    p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
+    p.add_argument("--sweep", action="append", default=None, help="sweep to aggregate (repeatable; default: all)")
+    p.add_argument("--runs", default="results/runs", help="folder of run folders")
+    p.add_argument("--tables", default="results/tables", help="folder the tables go to")
+    p.add_argument("--transfer-summary", default=None, metavar="CSV",
+                   help="instead: write the transfer summary of the sweeps' existing tables to CSV")
+    p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("bench-dag", help="time a big preset's dry run and aggregating many generated run folders")
+    p.add_argument("--preset", default="paper", help="preset to dry-run (default: paper)")
+    p.add_argument("--cells", type=int, default=5000, help="run folders to generate and aggregate")
+    p.add_argument("--skip-dry-run", action="store_true", help="only the aggregation benchmark")
+    p.set_defaults(func=_bench_dag)
+
+    p = sub.add_parser("plot", help="draw one figure (PDF + PNG) from the aggregated tables")
+    p.add_argument("name", help="figure name, e.g. transfer_width (see umup_repro/figures.py FIGURES)")
+    p.add_argument("--tables", default="results/tables", help="folder of <sweep>.csv, metrics/, rms/")
+    p.add_argument("--sweeps", nargs="*", default=None,
+                   help="sweeps to read (space or comma separated; default: the figure's usual ones;"
+                        " coord_check: parametrizations under TABLES/coord_check/)")
+    p.add_argument("--out", default=None, help="figure PDF (default figures/NAME.pdf); the PNG lands next to it")
+    p.add_argument("--data", default=None, help="also write what the figure plots as CSV")
+    p.set_defaults(func=_plot)
     return parser
 
 

@@ -47,6 +47,11 @@ HP_DEFAULTS["umup_fp8"] = HP_DEFAULTS["umup"]
 # Default global learning rates (PAPER.md: u-muP 2^1, muP 2^-8; SP: our choice, Adam-typical).
 DEFAULT_LR = {"sp": 2.0**-9, "mup": 2.0**-8, "umup": 2.0**1, "umup_fp8": 2.0**1}
 
+# The embedding LR rule each parametrization uses unless train.emb_lr_rule overrides it (PAPER.md:
+# u-μP's 1/√fan_out is empirical; the paper's ablation compares it with μP's constant c_emb).
+DEFAULT_EMB_LR_RULE = {"sp": "constant", "mup": "constant", "umup": "inv_sqrt_fan_out",
+                       "umup_fp8": "inv_sqrt_fan_out"}
+
 
 class ConfigError(ValueError):
     """A config that cannot be run; the message names the field and what is allowed."""
@@ -131,6 +136,11 @@ class TrainConfig(_Section):
     precision: Literal["32", "bf16-mixed"] = "32"
     diverge_loss: float = Field(20.0, gt=0, description="loss above this ends the run as diverged")
     checkpoint_every: int = Field(50, gt=0)
+    emb_lr_rule: Literal["default", "constant", "inv_sqrt_fan_out"] = Field(
+        "default",
+        description="embedding Adam LR factor: 'constant' (μP's c_emb = 1, times eta_emb) or"
+        " 'inv_sqrt_fan_out' (u-μP's 1/√width); 'default' = the parametrization's own rule",
+    )
 
 
 class LogConfig(_Section):
@@ -166,6 +176,8 @@ class RunConfig(_Section):
         object.__setattr__(self, "hp", resolved)
         if self.train.lr is None:
             object.__setattr__(self.train, "lr", DEFAULT_LR[self.parametrization])
+        if self.train.emb_lr_rule == "default":
+            object.__setattr__(self.train, "emb_lr_rule", DEFAULT_EMB_LR_RULE[self.parametrization])
         return self
 
     @property

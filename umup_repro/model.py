@@ -175,7 +175,7 @@ class Decoder(nn.Module):
 
         def rule(role, fan_in, fan_out, in_stack):
             return tensor_rule(p, role, fan_in=fan_in, fan_out=fan_out, width=m.width, depth=m.depth,
-                               hp=hp, in_residual_stack=in_stack)
+                               hp=hp, in_residual_stack=in_stack, emb_lr_rule=config.train.emb_lr_rule)
 
         block_rules = {
             "hidden_d": rule("hidden", m.width, m.width, True),  # q, k, v, out, up, gate

@@ -105,16 +105,36 @@ def family(parametrization: str) -> str:
 
 def tensor_rule(
     parametrization: str, role: str, *, fan_in: int, fan_out: int, width: int, depth: int,
-    hp: Mapping[str, float], in_residual_stack: bool = False,
+    hp: Mapping[str, float], in_residual_stack: bool = False, emb_lr_rule: str | None = None,
 ) -> TensorRule:
-    """The init std, multiplier and LR factor of one tensor, depth factor included."""
+    """The init std, multiplier and LR factor of one tensor, depth factor included.
+
+    `emb_lr_rule` ('constant' or 'inv_sqrt_fan_out') swaps the embedding's LR rule for the other
+    family's, for the paper's embedding-LR ablation; None keeps the table's rule.
+    """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     rule = RULES[family(parametrization)][role](Shape(fan_in, fan_out, width, depth, hp))
+    if role == "embedding" and emb_lr_rule is not None:
+        rule = TensorRule(rule.init_std, rule.multiplier,
+                          rule.lr_factor * _emb_lr_swap(parametrization, emb_lr_rule, fan_out), rule.trainable)
     if in_residual_stack and rule.trainable:
         depth_factor = depth_lr_factor(parametrization, depth, hp)
         rule = TensorRule(rule.init_std, rule.multiplier, rule.lr_factor * depth_factor, rule.trainable)
     return rule
+
+
+EMB_LR_RULES = ("constant", "inv_sqrt_fan_out")
+
+
+def _emb_lr_swap(parametrization: str, emb_lr_rule: str, fan_out: int) -> float:
+    """Factor turning the table's embedding LR rule into `emb_lr_rule` (1 when they agree)."""
+    if emb_lr_rule not in EMB_LR_RULES:
+        raise ValueError(f"emb_lr_rule must be one of {', '.join(EMB_LR_RULES)} (got {emb_lr_rule!r})")
+    own = "inv_sqrt_fan_out" if family(parametrization) == "umup" else "constant"
+    if emb_lr_rule == own:
+        return 1.0
+    return 1 / math.sqrt(fan_out) if emb_lr_rule == "inv_sqrt_fan_out" else math.sqrt(fan_out)
 
 
 def depth_lr_factor(parametrization: str, depth: int, hp: Mapping[str, float]) -> float:

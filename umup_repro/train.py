@@ -400,6 +400,27 @@ def _module_class():
 # Running one cell
 
 
+def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Optional[str] = None) -> int:
+    """Reuse a complete run of the same cell from another sweep's folder (a cell shared by two
+    sweeps is trained once). The config must resolve to the same cell; summary.json goes last."""
+    src, out = Path(src), Path(out)
+    resolved = config_to_dict(config)
+    if folder_state(src, resolved) != "complete":
+        raise CellError(f"--copy-from {src}: not a complete run of cell {config_hash(config)}")
+    if folder_state(out, resolved) == "complete":
+        print(f"cell {config_hash(config)}: already complete in {out}; nothing to do", flush=True)
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "metrics.csv", "rms.csv"):
+        if (src / name).exists():
+            write_text(out / name, (src / name).read_text(encoding="utf-8"))
+    summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
+    summary.update(sweep=sweep if sweep is not None else out.resolve().parent.name, copied_from=str(src))
+    write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    print(f"cell {config_hash(config)}: copied the complete run from {src}", flush=True)
+    return 0
+
+
 def folder_state(out: Path, resolved: dict) -> str:
     """"complete" (summary present, same config), "resume" (same config, incomplete) or "new".
     Raises RunFolderError when the folder holds another config."""
@@ -647,14 +668,15 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
 
 
 def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config and apply `--set key=value` overrides (values parsed as YAML)."""
+    """Read a YAML (or JSON) config, `-` for stdin, and apply `--set key=value` overrides
+    (values parsed as YAML)."""
     from umup_repro.config import ConfigError, resolve_config
 
     p = Path(path)
-    if not p.is_file():
+    if str(path) != "-" and not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(sys.stdin.read() if str(path) == "-" else p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     overrides = {}
@@ -671,7 +693,12 @@ def main(args) -> int:
 
     try:
         config = load_config(args.config, args.set or [])
+        if args.cell and config_hash(config) != args.cell:
+            raise ConfigError(f"--cell {args.cell}: the config resolves to cell {config_hash(config)}; the"
+                              " workflow and this package disagree on the config (stale DAG or changed defaults?)")
         out = Path(args.out) if args.out else Path("results") / "runs" / "adhoc" / config_hash(config)
+        if args.copy_from:
+            return copy_run(config, args.copy_from, out, sweep=args.sweep)
         return run_cell(config, out, sweep=args.sweep, progress=args.progress, log_every=args.log_every,
                         keep_checkpoints=args.keep_checkpoints)
     except (ConfigError, CellError) as err:

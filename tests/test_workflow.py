@@ -1,0 +1,149 @@
+"""The Snakemake DAG, run for real on the `smoke` preset in a copy of the workflow.
+
+One module-scoped run builds every figure and table; the tests then check what users rely on:
+one figure's target schedules only its cells, a rerun does nothing, deleting a run folder reruns
+that cell, and a changed config gets a new id whose results replace the old ones in the tables.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from umup_repro.grid import expand_preset, load_preset
+
+REPO = Path(__file__).resolve().parent.parent
+ANALYSIS_FIGURES = ["instructive_example", "embedding_update", "low_rank", "low_rank_alignment"]
+
+
+def workflow_copy(dest: Path) -> Path:
+    """The workflow's own files (Snakefile, rules, schema, presets) in a fresh working directory."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest)
+    for d in ("workflow", "config"):
+        shutil.copytree(REPO / d, dest / d)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # umup-repro
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+                             f"\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: {rule: count}."""
+    counts = {}
+    block = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = workflow_copy(tmp_path_factory.mktemp("smoke"))
+    dry = snakemake(root, "-n", "figures/transfer_width.pdf", "--config", "preset=smoke")
+    started = time.perf_counter()
+    run = snakemake(root, "--cores", "2", "--config", "preset=smoke")
+    print(f"smoke preset end to end: {time.perf_counter() - started:.0f} s")
+    return {"root": root, "dry": dry.stdout + dry.stderr, "run": run}
+
+
+def test_one_figure_schedules_only_its_cells(smoke):
+    counts = job_counts(smoke["dry"])
+    n_cells = len(expand_preset("smoke", ["lr_width"])["lr_width"])
+    assert counts == {"train_cell": n_cells, "aggregate_sweep": 1, "figure_transfer_width": 1}
+
+
+def test_smoke_builds_every_figure_and_table(smoke):
+    root = smoke["root"]
+    config = load_preset("smoke")
+    expanded = expand_preset(config)
+    for name in [*config["figures"], *ANALYSIS_FIGURES]:
+        pdf, png = root / "figures" / f"{name}.pdf", root / "figures" / f"{name}.png"
+        assert pdf.stat().st_size > 5_000, name
+        import matplotlib.image
+
+        pixels = matplotlib.image.imread(png)
+        assert pixels.shape[0] > 200 and float(pixels[..., :3].std()) > 0.05, f"{name}.png looks blank"
+    for sweep, cells in expanded.items():
+        t = pd.read_csv(root / "results" / "tables" / f"{sweep}.csv")
+        assert list(t["cell"]) == [c.id for c in cells]
+        ok = t[~t["diverged"].astype(bool)]
+        assert len(ok) >= len(t) - 1 and np.isfinite(ok["final_val_loss"]).all() and (ok["final_val_loss"] < 12).all()
+        for kind in ("metrics", "rms"):
+            long = pd.read_csv(root / "results" / "tables" / kind / f"{sweep}.csv")
+            assert set(long["cell"]) == set(t["cell"]), (sweep, kind)
+    summary = pd.read_csv(root / "results" / "tables" / "transfer_summary.csv")
+    assert set(summary["sweep"]) == {s for s, spec in config["sweeps"].items() if "transfer" in spec}
+    assert summary["best_loss"].notna().all()
+
+
+def test_rerun_after_everything_is_built_does_nothing(smoke):
+    out = snakemake(smoke["root"], "-n", "--config", "preset=smoke")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_deleting_a_run_folder_reruns_that_cell(smoke):
+    root = smoke["root"]
+    cells = expand_preset("smoke")
+    shared = {c.id for s, cs in cells.items() if s != "lr_steps" for c in cs}
+    victim = next(c for c in cells["lr_steps"] if c.id not in shared)
+    shutil.rmtree(root / "results" / "runs" / "lr_steps" / victim.id)
+    out = snakemake(root, "-n", "--config", "preset=smoke")
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts.get("train_cell") == 1 and counts.get("aggregate_sweep") == 1, (victim.id, out.stdout + out.stderr)
+    before = (root / "results" / "tables" / "lr_steps.csv").stat().st_mtime
+    snakemake(root, "--cores", "2", "--config", "preset=smoke")
+    assert json.loads((root / "results" / "runs" / "lr_steps" / victim.id / "summary.json").read_text())["cell"] == victim.id
+    assert (root / "results" / "tables" / "lr_steps.csv").stat().st_mtime > before
+
+
+def test_a_changed_cell_config_gets_a_new_id_and_stale_results_leave_the_tables(smoke):
+    root = smoke["root"]
+    preset = yaml.safe_load((root / "config" / "presets" / "smoke.yaml").read_text())
+    old = {c.id for c in expand_preset("smoke", ["lr_steps"])["lr_steps"]}
+    block = preset["sweeps"]["lr_steps"]["blocks"][0]
+    block["grid"]["train.steps"] = [10, 16]  # was [10, 20]
+    (root / "config" / "presets" / "smoke_changed.yaml").write_text(yaml.safe_dump(preset))
+    snakemake(root, "--cores", "2", "results/tables/lr_steps.csv", "--config", "preset=smoke_changed")
+    t = pd.read_csv(root / "results" / "tables" / "lr_steps.csv")
+    assert sorted(t["train.steps"].unique()) == [10, 16]
+    kept = set(t["cell"]) & old
+    assert len(kept) == 2 and len(set(t["cell"]) - old) == 2  # the 10-step cells keep their ids
+    assert all((root / "results" / "runs" / "lr_steps" / cid).is_dir() for cid in old)  # stale folders stay on disk
+
+
+def test_bad_preset_fails_before_any_job_with_the_field_named(tmp_path):
+    root = workflow_copy(tmp_path / "wf")
+    out = snakemake(root, "-n", "--config", "preset=nope", check=False)
+    assert out.returncode != 0
+    assert "unknown preset 'nope'; allowed: paper, smoke, tiny" in out.stdout + out.stderr
+    assert not (root / "results").exists()
+
+
+def test_paper_preset_dry_run_schedules_thousands_of_cells(tmp_path):
+    root = workflow_copy(tmp_path / "wf")
+    out = snakemake(root, "-n", "--config", "preset=paper")
+    counts = job_counts(out.stdout + out.stderr)
+    n = sum(len(c) for c in expand_preset("paper").values())
+    assert counts["train_cell"] == n > 2000

@@ -1,0 +1,309 @@
+"""Sweeps as data: a preset's named sweeps expand into cells with ids hashed from their configs.
+
+A preset (`config/presets/<name>.yaml`) holds `defaults` (a partial cell config every sweep starts
+from), `sweeps` and a `figures` map. A sweep is a list of blocks; each block sets constants
+(`set`), crosses named axes (`grid`) and, inside every grid point, optionally runs one search:
+
+- `independent`: one-at-a-time around the block's base point (each listed key varied alone,
+  the others at the base; the base point itself comes first), as in the paper's independent search;
+- `random`: `n` points drawn with a fixed `seed` from a `space` of distributions.
+
+Axis values are a list or `{log2_range: [start, stop, step]}` (2^start … 2^stop inclusive);
+random distributions are `{log2_uniform: [lo, hi]}` (exponents of 2), `{uniform: [lo, hi]}` or
+`{choice: [...]}`. Keys are dotted config keys (`model.width`, `train.lr`, `hp.alpha_res`).
+
+A cell's id is `config_hash` of its fully resolved config, so the same config always gets the same
+id and any change (including a changed default) gives a new one: stale run folders are simply
+never asked for again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+import yaml
+
+from umup_repro.config import ConfigError, RunConfig, config_hash, config_to_dict, resolve_config, set_dotted
+
+REPO = Path(__file__).resolve().parent.parent
+PRESET_DIR = REPO / "config" / "presets"
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+# Compute estimate: dense BF16 peak of one H100 SXM and the utilisation we assume for proxy runs.
+DEFAULT_COMPUTE = {"gpu_name": "H100", "gpu_peak_flops": 989e12, "utilisation": 0.3,
+                   "min_runtime_min": 10, "runtime_safety": 3.0}
+# Cluster resources of one cell unless the preset or the sweep overrides them.
+DEFAULT_RESOURCES = {"gpus": 1, "cpus_per_task": 8, "mem_mb": 32000}
+
+
+class PresetError(ValueError):
+    """A preset that cannot be expanded; the message names the preset, sweep and field."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of a sweep."""
+
+    sweep: str
+    id: str
+    config: RunConfig
+    search_kind: str  # grid | independent | random
+    search_index: int  # order within the sweep (the order a search would run them in)
+    search_axis: str = ""  # independent search: the varied key, or "base"
+    resources: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_dict(self) -> dict:
+        return config_to_dict(self.config)
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(self.config_dict, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def tokens(self) -> int:
+        t = self.config.train
+        return t.steps * t.batch_size * self.config.model.seq_len
+
+    @property
+    def flops(self) -> float:
+        """Training FLOPs ≈ 6·params·tokens (+ attention), the compute a run needs."""
+        from umup_repro.model import flops_per_token
+
+        return flops_per_token(self.config) * self.tokens
+
+    def search_columns(self) -> dict:
+        return {"search.kind": self.search_kind, "search.index": self.search_index,
+                "search.axis": self.search_axis}
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+
+
+def preset_names() -> list[str]:
+    return sorted({p.stem for d in (Path("config/presets"), PRESET_DIR) for p in d.glob("*.yaml")})
+
+
+def preset_path(preset: str) -> Path:
+    """A preset name (`tiny`) or a path to a preset file."""
+    if preset.endswith((".yaml", ".yml")) or os.sep in preset:
+        path = Path(preset)
+    else:  # the working directory's presets first (a workflow copy), then this checkout's
+        path = Path("config/presets") / f"{preset}.yaml"
+        if not path.is_file():
+            path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise PresetError(f"preset: unknown preset {preset!r}; allowed: {', '.join(preset_names())}"
+                          " (or a path to a preset .yaml file)")
+    return path
+
+
+def load_preset(config: Mapping[str, Any] | str) -> dict:
+    """The workflow config: the selected preset's contents under the keys of `config`.
+
+    `config` is what Snakemake loaded (config/config.yaml plus `--config`), or a preset name.
+    Keys given in `config` other than `preset` override the preset's top-level keys.
+    """
+    config = {"preset": config} if isinstance(config, str) else dict(config)
+    if "preset" not in config:
+        raise PresetError(f"preset: missing; allowed: {', '.join(preset_names())}")
+    path = preset_path(str(config["preset"]))
+    try:
+        preset = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise PresetError(f"preset {path}: not valid YAML: {err}") from None
+    merged = {**preset, **config}
+    validate_schema(merged, where=f"preset {path.stem}")
+    return merged
+
+
+def validate_schema(config: Mapping[str, Any], where: str = "config") -> None:
+    """Check the workflow config against workflow/schemas/config.schema.yaml (JSON Schema)."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(dict(config)), key=lambda e: list(e.path))
+    if errors:
+        lines = []
+        for e in errors[:5]:
+            loc = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+            lines.append(f"{loc}: {e.message}")
+        raise PresetError(f"{where}: invalid workflow config:\n  " + "\n  ".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+# expansion
+
+
+def axis_values(key: str, spec: Any) -> list:
+    """A grid axis: a list, or {log2_range: [start, stop, step]} (2^start … 2^stop)."""
+    if isinstance(spec, list):
+        if not spec:
+            raise PresetError(f"{key}: empty list of values")
+        return spec
+    if isinstance(spec, dict) and set(spec) == {"log2_range"}:
+        start, stop, step = spec["log2_range"]
+        if step <= 0 or stop < start:
+            raise PresetError(f"{key}: log2_range needs start <= stop and step > 0 (got {spec['log2_range']})")
+        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        return [2.0 ** (start + i * step) for i in range(n)]
+    return [spec]  # a single value
+
+
+def sample(key: str, spec: Mapping[str, Any], rng: np.random.Generator) -> Any:
+    """One draw of a random-search distribution."""
+    (kind, args), = spec.items()
+    if kind == "log2_uniform":
+        return float(2.0 ** rng.uniform(*args))
+    if kind == "uniform":
+        return float(rng.uniform(*args))
+    if kind == "choice":
+        return args[int(rng.integers(len(args)))]
+    raise PresetError(f"{key}: unknown distribution {kind!r}; allowed: log2_uniform, uniform, choice")
+
+
+def _points(block: Mapping[str, Any]) -> Iterator[tuple[dict, str, str]]:
+    """(overrides, search kind, search axis) for every run of one block, in search order."""
+    grid = block.get("grid", {})
+    keys = list(grid)
+    for combo in itertools.product(*(axis_values(k, grid[k]) for k in keys)):
+        base = {**block.get("set", {}), **dict(zip(keys, combo))}
+        if "independent" in block:
+            yield base, "independent", "base"
+            for key, spec in block["independent"].items():
+                for value in axis_values(key, spec):
+                    yield {**base, key: value}, "independent", key
+        elif "random" in block:
+            r = block["random"]
+            rng = np.random.default_rng(r["seed"])
+            for _ in range(r["n"]):
+                draw = {k: sample(k, spec, rng) for k, spec in r["space"].items()}
+                yield {**base, **draw}, "random", ""
+        else:
+            yield base, "grid", ""
+
+
+def expand_sweep(name: str, spec: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                 resources: Mapping[str, Any] | None = None) -> list[Cell]:
+    """The cells of one sweep, in search order; a config reached twice is one cell."""
+    cells: dict[str, Cell] = {}
+    res = {**DEFAULT_RESOURCES, **(resources or {}), **spec.get("resources", {})}
+    for b, block in enumerate(spec["blocks"]):
+        for overrides, kind, axis in _points({**block, "set": {**spec.get("set", {}), **block.get("set", {})}}):
+            raw = json.loads(json.dumps(defaults or {}))
+            for key, value in overrides.items():
+                set_dotted(raw, key, value)
+            try:
+                config = resolve_config(raw)
+            except ConfigError as err:
+                raise PresetError(f"sweep {name}, block {b}: {err}") from None
+            cid = config_hash(config)
+            if cid not in cells:
+                cells[cid] = Cell(name, cid, config, kind, len(cells), axis, res)
+    return list(cells.values())
+
+
+def expand_preset(config: Mapping[str, Any] | str, sweeps: Optional[list[str]] = None) -> dict[str, list[Cell]]:
+    """{sweep: cells} for a loaded preset (see `load_preset`) or a preset name."""
+    if isinstance(config, str) or "sweeps" not in config:
+        config = load_preset(config)
+    names = list(config["sweeps"]) if sweeps is None else sweeps
+    unknown = [s for s in names if s not in config["sweeps"]]
+    if unknown:
+        raise PresetError(f"sweep: unknown sweep {unknown[0]!r}; allowed: {', '.join(config['sweeps'])}")
+    return {s: expand_sweep(s, config["sweeps"][s], config.get("defaults", {}), config.get("resources", {}))
+            for s in names}
+
+
+# --------------------------------------------------------------------------------------------
+# compute estimate
+
+
+def runtime_minutes(cell: Cell, compute: Mapping[str, Any] | None = None) -> int:
+    """The time limit to ask the scheduler for: the FLOPs at the stated utilisation, with margin."""
+    c = {**DEFAULT_COMPUTE, **(compute or {})}
+    gpus = max(int(cell.resources.get("gpus", 1)), 1)
+    seconds = cell.flops / (c["gpu_peak_flops"] * c["utilisation"] * gpus)
+    return int(max(c["min_runtime_min"], math.ceil(seconds * c["runtime_safety"] / 60)))
+
+
+def gpu_hours(cells: list[Cell], compute: Mapping[str, Any] | None = None) -> float:
+    c = {**DEFAULT_COMPUTE, **(compute or {})}
+    return sum(cell.flops for cell in cells) / (c["gpu_peak_flops"] * c["utilisation"]) / 3600
+
+
+def summary_rows(expanded: Mapping[str, list[Cell]], compute: Mapping[str, Any] | None = None) -> list[dict]:
+    """Per sweep: cells, tokens, FLOPs and GPU-hours at the stated utilisation."""
+    rows = []
+    for sweep, cells in expanded.items():
+        rows.append({"sweep": sweep, "cells": len(cells), "tokens": sum(c.tokens for c in cells),
+                     "flops": sum(c.flops for c in cells), "gpu_hours": gpu_hours(cells, compute)})
+    return rows
+
+
+def varied_keys(cells: list[Cell]) -> list[str]:
+    """The flattened config keys whose value differs between the cells (what a listing shows)."""
+    from umup_repro.train import flatten_config
+
+    flats = [flatten_config(c.config) for c in cells]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]
+
+
+# --------------------------------------------------------------------------------------------
+# `umup-repro cells`
+
+
+def default_preset() -> str:
+    """The preset config/config.yaml selects (the working directory's, else this checkout's)."""
+    path = Path("config/config.yaml") if Path("config/config.yaml").is_file() else REPO / "config" / "config.yaml"
+    return str(yaml.safe_load(path.read_text(encoding="utf-8"))["preset"])
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def main(args) -> int:
+    try:
+        config = load_preset(args.preset or default_preset())
+        expanded = expand_preset(config, args.sweep)
+    except (PresetError, ConfigError) as err:
+        print(f"umup-repro cells: error: {err}", file=sys.stderr)
+        return 2
+    compute = {**DEFAULT_COMPUTE, **config.get("compute", {})}
+    if args.utilisation is not None:
+        compute["utilisation"] = args.utilisation
+    rows = summary_rows(expanded, compute)
+    print(f"preset {config['preset']}: {sum(r['cells'] for r in rows)} cells in {len(rows)} sweeps;"
+          f" GPU-hours on {compute['gpu_name']} at {compute['utilisation']:.0%} of"
+          f" {_si(compute['gpu_peak_flops'])}FLOP/s")
+    print(f"{'sweep':<22}{'cells':>7}{'tokens':>10}{'FLOPs':>10}{'GPU-h':>10}")
+    for r in rows:
+        print(f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}{r['gpu_hours']:>10.3g}")
+    print(f"{'total':<22}{sum(r['cells'] for r in rows):>7}{_si(sum(r['tokens'] for r in rows)):>10}"
+          f"{_si(sum(r['flops'] for r in rows)):>10}{sum(r['gpu_hours'] for r in rows):>10.3g}")
+    if args.list:
+        from umup_repro.train import flatten_config
+
+        for sweep, cells in expanded.items():
+            keys = {p: varied_keys([c for c in cells if c.config.parametrization == p])
+                    for p in {c.config.parametrization for c in cells}}
+            print(f"\n{sweep}:")
+            for c in cells:
+                flat = flatten_config(c.config)
+                shown = " ".join(f"{k}={flat[k]}" for k in ["parametrization", *keys[c.config.parametrization]])
+                print(f"  {c.id}  {c.search_kind}{':' + c.search_axis if c.search_axis else ''}  {shown}")
+    return 0
