@@ -50,6 +50,7 @@ for _name, _sweeps in FIGURE_MAP.items():
             f"figure_{_name}"
         input:
             figure_tables(_name, _sweeps),
+            [summary for s in _sweeps for summary in summaries(s)],  # a deleted run folder reruns its cell
         output:
             pdf=f"figures/{_name}.pdf",
             png=f"figures/{_name}.png",

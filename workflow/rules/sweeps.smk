@@ -43,6 +43,13 @@ def summaries(sweep):
     return [f"results/runs/{sweep}/{cid}/summary.json" for cid in CELLS[sweep]]
 
 
+# Every cell's summary is a target of `all` (and figures list their cells too), because Snakemake
+# (>= 7.7) does not rebuild a deleted intermediate file while the files made from it are up to
+# date: naming the summaries as targets makes a deleted run folder rerun that cell.
+for _sweep in CELLS:
+    ALL_TARGETS.extend(summaries(_sweep))
+
+
 rule train_cell:
     input:
         home_summary,
