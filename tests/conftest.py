@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,19 @@ def real_batch():
         return data.train_batch(tokens, seed=seed, step=step, batch_size=batch_size, seq_len=seq_len)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smoke_local(tmp_path_factory):
+    """The `smoke` preset run end to end with local jobs on 2 cores, in a scratch copy of the
+    workflow. Read-only for tests: the DAG tests that change files work on a copy of it, and the
+    SLURM tests compare a cluster run against it."""
+    from workflow_run import snakemake, workflow_copy
+
+    root = workflow_copy(tmp_path_factory.mktemp("smoke"))
+    dry = snakemake(root, "-n", "figures/transfer_width.pdf", "--config", "preset=smoke")
+    started = time.perf_counter()
+    run = snakemake(root, "--cores", "2", "--config", "preset=smoke")
+    seconds = time.perf_counter() - started
+    print(f"smoke preset end to end: {seconds:.0f} s")
+    return {"root": root, "dry": dry.stdout + dry.stderr, "run": run, "seconds": seconds}

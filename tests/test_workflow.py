@@ -1,18 +1,12 @@
 """The Snakemake DAG, run for real on the `smoke` preset in a copy of the workflow.
 
-One module-scoped run builds every figure and table; the tests then check what users rely on:
+One session-wide run (tests/conftest.py) builds every figure and table; the tests then check what users rely on:
 one figure's target schedules only its cells, a rerun does nothing, deleting a run folder reruns
 that cell, and a changed config gets a new id whose results replace the old ones in the tables.
 """
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,51 +14,16 @@ import pytest
 import yaml
 
 from umup_repro.grid import expand_preset, load_preset
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def workflow_copy(dest: Path) -> Path:
-    """The workflow's own files (Snakefile, rules, schema, presets) in a fresh working directory."""
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "Snakefile", dest)
-    for d in ("workflow", "config"):
-        shutil.copytree(REPO / d, dest / d)
-    return dest
-
-
-def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # umup-repro
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=1200)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
-                             f"\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run: {rule: count}."""
-    counts = {}
-    block = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    counts.pop("total", None)
-    return counts
+from workflow_run import job_counts, snakemake, workflow_copy
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = workflow_copy(tmp_path_factory.mktemp("smoke"))
-    dry = snakemake(root, "-n", "figures/transfer_width.pdf", "--config", "preset=smoke")
-    started = time.perf_counter()
-    run = snakemake(root, "--cores", "2", "--config", "preset=smoke")
-    print(f"smoke preset end to end: {time.perf_counter() - started:.0f} s")
-    return {"root": root, "dry": dry.stdout + dry.stderr, "run": run}
+def smoke(smoke_local, tmp_path_factory):
+    """A copy of the session's local smoke run (timestamps and Snakemake's metadata kept), which
+    these tests may change."""
+    root = tmp_path_factory.mktemp("smoke_copy") / "wf"
+    shutil.copytree(smoke_local["root"], root, symlinks=True)
+    return {**smoke_local, "root": root}
 
 
 def test_one_figure_schedules_only_its_cells(smoke):

@@ -61,6 +61,8 @@ for _name, _sweeps in FIGURE_MAP.items():
             name=_name,
             sweeps=" ".join(COORD_CHECK["parametrizations"] if _name == "coord_check" else _sweeps),
         threads: 1
+        # plotting reads tables and takes seconds: on a cluster it runs in the driver, not as a job
+        localrule: True
         shell:
             "umup-repro plot {params.name} --tables results/tables --sweeps {params.sweeps}"
             " --out {output.pdf} --data {output.data} > {log} 2>&1"

@@ -16,10 +16,16 @@ def cell_of(wildcards):
                          f" {config['preset']!r} (list them with: umup-repro cells --preset {config['preset']} --list)")
 
 
+# A job that only copies a cell trained in another sweep needs a CPU for seconds, never a GPU.
+COPY_RESOURCES = {"runtime": 5, "mem_mb": 1000, "gpus": 0, "cpus_per_task": 1}
+
+
 def cell_resources(key, default=None):
     """A resource of the cell (preset and sweep `resources`); runtime scaled from its FLOPs."""
     def get(wildcards):
         cell = cell_of(wildcards)
+        if HOME.get(wildcards.cell, wildcards.sweep) != wildcards.sweep and key in COPY_RESOURCES:
+            return COPY_RESOURCES[key]
         if key == "runtime" and "runtime" not in cell.resources:
             return grid.runtime_minutes(cell, config.get("compute"))
         return cell.resources.get(key, default)

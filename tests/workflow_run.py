@@ -1,0 +1,47 @@
+"""Running the real Snakemake workflow in a scratch copy (shared by the DAG and SLURM tests)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def workflow_copy(dest: Path) -> Path:
+    """The workflow's own files (Snakefile, rules, schema, presets, SLURM profile) in a fresh
+    working directory, laid out as in the repository root."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest)
+    for d in ("workflow", "config", "slurm"):
+        shutil.copytree(REPO / d, dest / d)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True, env: dict | None = None,
+              timeout: int = 1200) -> subprocess.CompletedProcess:
+    """`python -m snakemake ARGS` in `cwd` with this interpreter's `umup-repro` first on PATH."""
+    env = dict(os.environ if env is None else env)
+    env["MPLBACKEND"] = "Agg"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+                             f"\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: {rule: count}."""
+    counts = {}
+    block = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts
