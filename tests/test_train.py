@@ -110,7 +110,8 @@ def test_run_folder_matches_the_contract(reference):
     rms = pd.read_csv(out / "rms.csv")
     assert tuple(rms.columns) == RMS_COLUMNS
     assert set(rms["kind"]) == {"weight", "activation", "grad"}
-    assert sorted(rms["step"].unique()) == list(range(0, STEPS, EVERY))
+    # every EVERY steps, and the last step: end-of-training RMS (rms_end) is always measured
+    assert sorted(rms["step"].unique()) == sorted(set(range(0, STEPS, EVERY)) | {STEPS - 1})
     assert rms["rms"].notna().all() and (rms["rms"] > 0).all()
     from umup_repro.model import build_model
 

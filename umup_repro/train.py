@@ -13,7 +13,8 @@ training loss of batch t at that state (before update t), `tokens` = t·batch·s
 the weights have been trained on), `lr` = η·schedule(t) (the global LR update t uses; each tensor's
 LR is that times its factor) and `val_loss` at that state where evaluated: every `log.val_every`
 steps, at step 0 and after the last step (row `train.steps`, which has no training loss). RMS rows
-at step t (every `log.rms_every` steps, from 0) are the weights at state t and the activations and
+at step t (every `log.rms_every` steps from 0, and at the last step `train.steps - 1`, so end-of-training
+RMS is always measured) are the weights at state t and the activations and
 (unclipped) gradients of batch t.
 
 Why it is exactly resumable: the batch of step t is `train_batch(seed, step=t)` whatever happened
@@ -262,7 +263,7 @@ def _module_class():
             t = self.global_step
             if int(step) != t:
                 raise RuntimeError(f"data out of step: got the batch of step {int(step)} at global step {t}")
-            if t % self.config.log.rms_every == 0:
+            if t % self.config.log.rms_every == 0 or t == self.config.train.steps - 1:
                 with record_activations(self.model) as acts:
                     loss = self.model.loss(ids)
                 self._acts = dict(acts)
