@@ -141,8 +141,8 @@ class Executor(RemoteExecutor):
         return resources
 
     # the job's command: Snakemake itself, in remote mode, with the job's cores
-    def _cores_of(self, job: JobExecutorInterface) -> int:
-        resources = self._resources_of(job)
+    @staticmethod
+    def _cores_of(job: JobExecutorInterface, resources: dict) -> int:
         cpus = resources.get("cpus_per_task") or (None if job.is_group() else job.threads)
         cpus = cpus or resources.get("_cores") or 1
         return max(1, int(cpus))
@@ -156,8 +156,8 @@ class Executor(RemoteExecutor):
     def cores(self):
         return self._formatting_cores if self._formatting_cores is not None else super().cores
 
-    def _format_job_exec(self, job: JobExecutorInterface) -> str:
-        self._formatting_cores = self._cores_of(job)
+    def _format_job_exec(self, job: JobExecutorInterface, cores: int) -> str:
+        self._formatting_cores = cores
         try:
             return self.format_job_exec(job)
         finally:
@@ -166,17 +166,19 @@ class Executor(RemoteExecutor):
     def run_job(self, job: JobExecutorInterface):
         label = _job_label(job)
         folder = os.path.join(self.settings.logdir, label)
+        resources = self._resources_of(job)
+        cores = self._cores_of(job, resources)
         try:
             params = slurm.submitit_parameters(
-                self._resources_of(job),
+                resources,
                 job_name=label,
                 defaults=self.defaults,
-                threads=self._cores_of(job),
+                threads=cores,
                 signal_delay_s=self.signal_delay_s,
             )
         except ValueError as err:
             raise WorkflowError(f"job {label}: {err}") from err
-        command = self._format_job_exec(job)
+        command = self._format_job_exec(job, cores)
         members = ", ".join(sorted(_job_label(j) for j in job.jobs)) if job.is_group() else label
         try:
             sjob = slurm.submit(command, folder, params, label=f"{label} [{members}]",

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from umup_repro import fp8
-from umup_repro.config import resolve_config
+from umup_repro.config import ConfigError, resolve_config
 from umup_repro.model import Linear, build_model
 
 
@@ -51,6 +51,23 @@ def test_which_matmuls_are_cast():
     assert not model.readout.use_fp8
     for block in model.blocks:
         assert not block.attn.out_proj.use_fp8 and not block.ffn.down_proj.use_fp8
+
+
+def test_all_hidden_scheme_casts_every_block_matmul():
+    """The proxy experiments' plain cast (Fig. 1c): all seven block matmuls; embedding/readout not."""
+    config = {"parametrization": "umup_fp8", "model": {"width": 128, "depth": 2, "fp8_scheme": "all_hidden"}}
+    model = build_model(resolve_config(config))
+    cast = {n.split(".", 2)[-1] for n, m in model.named_modules() if isinstance(m, Linear) and m.use_fp8}
+    assert cast == {f"attn.{p}_proj" for p in "qkv"} | {"attn.out_proj", "ffn.up_proj", "ffn.gate_proj", "ffn.down_proj"}
+    assert not model.readout.use_fp8
+    # FP8 off: the scheme changes nothing
+    plain = build_model(resolve_config({"parametrization": "umup", "model": {"fp8_scheme": "all_hidden"}}))
+    assert not any(m.use_fp8 for m in plain.modules() if isinstance(m, Linear))
+
+
+def test_fp8_scheme_is_validated():
+    with pytest.raises(ConfigError, match="fp8_scheme"):
+        resolve_config({"model": {"fp8_scheme": "everything"}})
 
 
 def test_umup_fp8_loss_at_init_matches_umup(real_batch):

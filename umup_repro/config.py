@@ -72,6 +72,14 @@ class ModelConfig(_Section):
     rope: bool = True
     rope_base: float = Field(10000.0, gt=0)
     fp8: bool = Field(False, description="FP8 casts on matmul inputs (forced on by umup_fp8)")
+    # Which matmul inputs the FP8 casts reach (PAPER.md "FP8"): `selective` is the paper's final
+    # scheme of its large-scale runs (q/k/v and FFN up/gate in FP8; attention-out and FFN-down
+    # inputs, whose scale grows in training, kept in high precision); `all_hidden` is the plain
+    # cast of every matmul input inside the transformer blocks that the proxy experiments used
+    # (Fig. 1c). Embedding (a lookup) and readout stay in high precision in both.
+    fp8_scheme: Literal["selective", "all_hidden"] = Field(
+        "selective", description="matmuls cast to FP8 when FP8 is on: selective (paper's final) or all_hidden"
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":

@@ -3,8 +3,9 @@
 Pre-norm blocks (RMSNorm without parameters) with causal self-attention (RoPE by config) and a
 SwiGLU FFN, no biases, untied embedding and readout. Every weight gets its init std, multiplier
 and LR factor from `parametrization.tensor_rule`; u-μP swaps the plain ops for the unit-scaled
-ones of `ops`, and FP8 casts apply to the q/k/v and FFN up/gate matmuls only (PAPER.md: the
-attention-out and FFN-down inputs, the embedding and the readout stay in high precision).
+ones of `ops`. FP8 casts follow `model.fp8_scheme`: `selective` casts the q/k/v and FFN up/gate
+matmuls only (PAPER.md: the attention-out and FFN-down inputs stay in high precision),
+`all_hidden` every matmul of the blocks; the embedding and the readout never.
 
 `Tap` modules mark the activations the RMS logging and coordinate checks record (forward hooks
 on them and on every linear layer; see `umup_repro.rms`).
@@ -101,7 +102,7 @@ class Attention(nn.Module):
         self.q_proj = Linear(d, d, hidden, unit=unit, use_fp8=use_fp8)
         self.k_proj = Linear(d, d, hidden, unit=unit, use_fp8=use_fp8)
         self.v_proj = Linear(d, d, hidden, unit=unit, use_fp8=use_fp8)
-        self.out_proj = Linear(d, d, hidden, unit=unit)
+        self.out_proj = Linear(d, d, hidden, unit=unit, use_fp8=use_fp8 and m.fp8_scheme == "all_hidden")
         self.rotary = Rotary(self.d_head, m.rope_base) if m.rope else None
         self.logit_scale = attention_logit_scale(config.parametrization, self.d_head, config.hp)
         self.core = Tap()
@@ -128,7 +129,8 @@ class FFN(nn.Module):
         self.alpha = config.hp.get("alpha_ffn_act", 1.0)
         self.up_proj = Linear(d, f, up, unit=unit, use_fp8=use_fp8)
         self.gate_proj = Linear(d, f, up, unit=unit, use_fp8=use_fp8)
-        self.down_proj = Linear(f, d, down, unit=unit)
+        self.down_proj = Linear(f, d, down, unit=unit,
+                                use_fp8=use_fp8 and config.model.fp8_scheme == "all_hidden")
         self.act = Tap()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

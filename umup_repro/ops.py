@@ -1,17 +1,30 @@
-"""Unit-scaled ops: each has a forward scale and its own backward scales (custom autograd).
+"""Unit-scaled ops: each has a forward scale and backward scales (custom autograd).
 
 Unit scaling (Blake et al. 2023) picks each op's scales so that, for unit-scale inputs and a
-unit-scale incoming gradient, its output and each outgoing gradient have unit scale too. Because
-Adam is invariant to a gradient's scale, changing backward scales only changes numerics (what FP8
-can represent), never the training trajectory in exact arithmetic — except where a backward scale
-replaces the chain rule along a path, which each op below documents.
+unit-scale incoming gradient, its output and each outgoing gradient have unit scale too.
+
+The principle every op here keeps (tested in tests/test_gradient_direction.py): **an op may
+rescale its output and its gradients, but every parameter's gradient keeps the direction of the
+true gradient of the loss.** Adam is invariant to a constant factor on one tensor's gradient, so
+constant factors are free; what is not free is giving two inputs of one op *different* factors
+relative to the chain rule, because their gradients are later summed (q, k and v all come from
+the same residual stream) and the sum then points elsewhere. Hence, as in the authors' library
+(`unit_scaling.constraints.to_output_scale`, used by `functional.scaled_dot_product_attention`
+and `functional.silu_glu`), an op with several activation inputs scales all their gradients by
+one factor, equal to its output scale. A linear layer may give its input gradient a scale other
+than its output scale (1/√fan_out vs 1/√fan_in) only where the factors cancel along every path:
+FFN up/gate (√(d/f)) and down (√(f/d)) mirror each other, as the library's `MLP` notes.
 
 The scales are derived here, not copied:
 - matmuls: sums of fan_in (forward), fan_out (input gradient) or batch (weight gradient) unit
   terms, hence 1/√fan; the readout keeps μP's 1/fan_in forward scale (logits ≈ 1/√width);
-- SwiGLU: exact Gaussian moments by Gauss-Hermite quadrature, as functions of α_ffn-act;
-- causal attention: moments of a causal softmax over Gaussian logits, fitted once by a seeded
-  Monte Carlo run per (seq_len, d_head, logit scale);
+- SwiGLU: the exact Gaussian output moment by Gauss-Hermite quadrature, as a function of
+  α_ffn-act (the library fits it by a logarithmic interpolation instead); both input gradients
+  take the output scale;
+- causal attention: the output moment of a causal softmax over Gaussian logits, fitted once by a
+  seeded Monte Carlo run per (seq_len, d_head, logit scale) (the library uses the closed-form
+  fit √(ln S / S) ... 1 interpolated in the logit scale); q, k and v gradients take the output
+  scale;
 - cross-entropy: at init the softmax is uniform, so each logit gradient has RMS √(V−1)/V.
 """
 
@@ -163,42 +176,47 @@ def _silu_grad(z: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def swiglu_scales(alpha: float) -> tuple[float, float]:
-    """(forward scale, gate-gradient scale) for y = u · silu(α·v) with u, v ~ N(0, 1).
+    """(forward scale, gate-gradient RMS at that scale) for y = u · silu(α·v), u, v ~ N(0, 1).
 
-    E[y²] = E[silu(αz)²]; the gate's gradient g·u·α·silu'(αv) has E[·²] = α²E[silu'(αz)²]. The
-    input's gradient g·silu(αv)·s_fwd is unit already. 80-point Gauss-Hermite: exact to ~1e-12.
+    E[y²] = E[silu(αz)²], so the forward scale is 1/√E[silu(αz)²]; the input u's gradient
+    g·silu(αv)·fwd is then unit. The gate's gradient takes the same factor (chain rule, see the
+    module docstring), so its RMS is fwd·α·√E[silu'(αz)²]: 1.03 at α = 1, 1.01 at α = 1/4 and 1.02 at α = 4 —
+    near unit, and a true gradient direction. 80-point Gauss-Hermite: exact to ~1e-12.
     """
     z, w = np.polynomial.hermite_e.hermegauss(80)
     w = w / w.sum()
     fwd = 1 / math.sqrt(float(np.sum(w * _silu(alpha * z) ** 2)))
-    gate = 1 / math.sqrt(float(np.sum(w * (alpha * _silu_grad(alpha * z)) ** 2)))
-    return fwd, gate
+    gate_rms = fwd * math.sqrt(float(np.sum(w * (alpha * _silu_grad(alpha * z)) ** 2)))
+    return fwd, gate_rms
 
 
 class _UnitSwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, v, alpha: float):
-        fwd, gate = swiglu_scales(alpha)
+        fwd, _ = swiglu_scales(alpha)
         ctx.save_for_backward(u, v)
-        ctx.consts = (alpha, fwd, gate)
+        ctx.consts = (alpha, fwd)
         av = v * alpha if alpha != 1.0 else v
         return F.silu(av).mul_(u).mul_(fwd)
 
     @staticmethod
     def backward(ctx, g):
         u, v = ctx.saved_tensors
-        alpha, fwd, gate = ctx.consts
+        alpha, fwd = ctx.consts
         av = v * alpha if alpha != 1.0 else v
         sig = torch.sigmoid(av)
         grad_u = (av * sig).mul_(g).mul_(fwd)
-        # the chain rule would give fwd·α·silu'(αv); the gate's own scale replaces fwd·α
+        # the chain rule, exactly: one factor (the output scale) for both inputs
         silu_grad = (1 - sig).mul_(av).add_(1).mul_(sig)
-        grad_v = silu_grad.mul_(g).mul_(u).mul_(alpha * gate)
+        grad_v = silu_grad.mul_(g).mul_(u).mul_(alpha * fwd)
         return grad_u, grad_v, None
 
 
 def unit_swiglu(u: torch.Tensor, v: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """Unit-scaled u · silu(α·v): α changes the nonlinearity's shape, never the output scale."""
+    """Unit-scaled u · silu(α·v): α changes the nonlinearity's shape, never the output scale.
+
+    Backward: the true gradient times the output scale for both u and v (the authors'
+    `silu_glu` does the same with its fitted scale)."""
     return _UnitSwiGLU.apply(u, v, float(alpha))
 
 
@@ -212,34 +230,36 @@ def swiglu(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def attention_scales(seq_len: int, d_head: int, logit_scale: float) -> tuple[float, float, float, float]:
-    """(output, ∂q, ∂k, ∂v) scales of causal softmax attention on unit Gaussian q, k, v.
+def attention_scale(seq_len: int, d_head: int, logit_scale: float) -> float:
+    """Output scale of causal softmax attention on unit Gaussian q, k, v: 1/RMS(out).
 
     No closed form (the causal mask makes each query average a different number of keys), so
-    the moments are measured once by a seeded Monte Carlo run: 64 head-samples, which pins the
-    scales to about 1% (each RMS averages 64·seq_len·d_head terms).
+    the moment is measured once by a seeded Monte Carlo run: 64 head-samples, which pins it to
+    about 1% (the RMS averages 64·seq_len·d_head terms). Deliberate departure from the authors'
+    `scaled_dot_product_attention`, whose closed-form fit (√(ln S/S) at small logit scales) is
+    within ~10% of this measurement at our shapes (tests/test_parity_unit_scaling.py).
     """
     gen = torch.Generator().manual_seed(1234)
     shape = (64, seq_len, d_head)
-    with torch.enable_grad():  # may be first called under no_grad (evaluation)
-        q, k, v = (torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=logit_scale)
-        g = torch.randn(shape, generator=gen, dtype=torch.float64)
-        grad_q, grad_k, grad_v = torch.autograd.grad(out, (q, k, v), g)
-
-    def inv_rms(t: torch.Tensor) -> float:
-        return float(1 / t.detach().pow(2).mean().sqrt())
-
-    return inv_rms(out), inv_rms(grad_q), inv_rms(grad_k), inv_rms(grad_v)
+    q, k, v = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(3))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=logit_scale)
+    return float(1 / out.pow(2).mean().sqrt())
 
 
 def unit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """Causal attention (q, k, v: batch, heads, seq, d_head) with unit output and gradients."""
-    out_s, q_s, k_s, v_s = attention_scales(q.shape[-2], q.shape[-1], float(logit_scale))
-    out = F.scaled_dot_product_attention(
-        scale(q, 1.0, q_s), scale(k, 1.0, k_s), scale(v, 1.0, v_s), is_causal=True, scale=logit_scale
-    )
-    return scale(out, out_s, 1.0)
+    """Causal attention (q, k, v: batch, heads, seq, d_head) with a unit-scale output.
+
+    One scale, the output's, multiplies the output and the q, k and v gradients alike (the
+    authors' `to_output_scale` rule, unit_scaling `functional.scaled_dot_product_attention`;
+    Aleph-Alpha `scaling`'s u-μP attention does the same). Separate per-input scales would give
+    unit q/k gradients but feed ≈7× too much q/k gradient into the residual stream, turning the
+    gradient of every tensor below the op away from the true gradient. With one scale, q/k
+    gradients at init sit below 1 (≈ 0.1 at α_attn-softmax = 1, ≈ 0.6 at 4; S = 64…256), far
+    inside FP8's range; v's gradient and the output are unit.
+    """
+    s = attention_scale(q.shape[-2], q.shape[-1], float(logit_scale))
+    q, k, v = (scale(t, 1.0, s) for t in (q, k, v))
+    return scale(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=logit_scale), s, 1.0)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: float) -> torch.Tensor:

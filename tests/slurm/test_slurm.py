@@ -90,7 +90,8 @@ def test_sbatch_script_renders_gpu_cpu_memory_time_partition_account_qos(slurm_c
                                        defaults={"account": "ci_acct", "partition": "other"})
     script = slurm.sbatch_script(params, tmp_path / "x")
     assert "#SBATCH --partition=debug" in script and "#SBATCH --qos=ci_qos" in script
-    assert "#SBATCH --account=ci_acct" in script and "gpus" not in script
+    assert "#SBATCH --account=ci_acct" in script
+    assert not any(line.startswith(("#SBATCH --gpus", "#SBATCH --gres")) for line in script.splitlines())
     assert "--constraint" not in script
     # and sbatch accepts such a script on the cluster (fake GRES gpu:1 on partition gpu)
     params = slurm.submitit_parameters({**resources, "slurm_constraint": None, "runtime": 2,
