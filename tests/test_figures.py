@@ -1,6 +1,6 @@
 """Figures from real tables: a session fixture trains ~90 tiny real cells (width 32/64, depth 1-2,
 20 steps, in-process, ≈ 30 s on one core), assembles them into tables with the aggregate
-contract's layout (DESIGN.md; `results/tables/<sweep>.csv`, `metrics/<sweep>.csv`,
+contract's layout (docs/design.md, "Tables"; `results/tables/<sweep>.csv`, `metrics/<sweep>.csv`,
 `rms/<sweep>.csv`), then draws every figure and checks each file and what each figure shows
 against its table (the optimum per line is the table's argmin, diverged runs are counted, ...).
 """

@@ -44,7 +44,7 @@ def test_in_range_equals_torch_own_cast():
 
 
 def test_which_matmuls_are_cast():
-    """PAPER.md: q/k/v and FFN up/gate inputs in FP8; attention-out, FFN-down, embedding, readout not."""
+    """docs/paper.md, FP8 (`selective`): q/k/v and FFN up/gate inputs in FP8; attention-out, FFN-down, embedding, readout not."""
     model = build_model(resolve_config({"parametrization": "umup_fp8", "model": {"width": 128, "depth": 2}}))
     cast = sorted(n.split(".", 2)[-1] for n, m in model.named_modules() if isinstance(m, Linear) and m.use_fp8)
     assert set(cast) == {"attn.q_proj", "attn.k_proj", "attn.v_proj", "ffn.up_proj", "ffn.gate_proj"}

@@ -113,7 +113,7 @@ def test_tiny_preset_is_cpu_sized():
 
 
 def test_paper_preset_holds_the_papers_grids():
-    """PAPER.md: widths 128…4096, depth 4…16, batch 64…256, steps 8192…32768, √2-spaced LR grids
+    """docs/paper.md, "Proxy setup": widths 128…4096, depth 4…16, batch 64…256, steps 8192…32768, √2-spaced LR grids
     μP 2^-12…2^-2.5 and u-μP 2^-3…2^6, base point width 256 / depth 4 / batch 64 / 8192 steps."""
     e = expand_preset("paper")
     lr_width = e["lr_width"]

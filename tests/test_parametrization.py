@@ -1,4 +1,4 @@
-"""The abc-rules in the model equal PAPER.md's table, role by role, for SP, μP and u-μP.
+"""The abc-rules in the model equal the abc-table of docs/paper.md, role by role, for SP, μP and u-μP.
 
 Each test builds real models and reads back what they do (empirical init std of the weights,
 the multiplier the layer applies, the LR the optimizer gives the tensor), and compares with the

@@ -32,7 +32,7 @@ TINY = {
     "log": {"rms_every": EVERY, "val_every": EVERY},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-SUMMARY_KEYS = {  # DESIGN.md, plus what this module adds
+SUMMARY_KEYS = {  # docs/design.md, "Run folder"
     "cell", "sweep", "final_train_loss", "final_val_loss", "diverged", "steps_done", "wall_seconds",
     "tokens_per_second", "device", "versions", "git_commit", "config_hash", "hostname", "diverged_reason",
 }

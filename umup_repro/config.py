@@ -16,13 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 PARAMETRIZATIONS = ("sp", "mup", "umup", "umup_fp8")
 
-# Hyperparameters per parametrization, with their defaults (PAPER.md; "unknown" ones are our
+# Hyperparameters per parametrization, with their defaults (docs/paper.md, "Hyperparameters"; "unknown" ones are our
 # documented choices). train.lr is the global eta of every parametrization.
 HP_DEFAULTS: dict[str, dict[str, float]] = {
     # SP: torch-default-like init, std = sigma_init / sqrt(fan_in) for matrices, sigma_init for
     # the embedding; one global LR; attention 1/sqrt(d_head).
     "sp": {"sigma_init": 1.0},
-    # muP as implemented in the paper (Table of PAPER.md). sigma_init = 1/sqrt(base_width) gives
+    # muP as implemented in the paper (docs/paper.md, "The abc-table"). sigma_init = 1/sqrt(base_width) gives
     # unit-RMS hidden outputs at the base width.
     "mup": {
         "sigma_init": 1 / math.sqrt(256),
@@ -33,7 +33,7 @@ HP_DEFAULTS: dict[str, dict[str, float]] = {
         "base_width": 256,
         "base_depth": 4,
     },
-    # u-muP: all default 1 (PAPER.md).
+    # u-muP: all default 1 (docs/paper.md).
     "umup": {
         "alpha_ffn_act": 1.0,
         "alpha_attn_softmax": 1.0,
@@ -44,10 +44,10 @@ HP_DEFAULTS: dict[str, dict[str, float]] = {
 }
 HP_DEFAULTS["umup_fp8"] = HP_DEFAULTS["umup"]
 
-# Default global learning rates (PAPER.md: u-muP 2^1, muP 2^-8; SP: our choice, Adam-typical).
+# Default global learning rates (docs/paper.md: u-muP 2^1, muP 2^-8; SP: our choice, Adam-typical).
 DEFAULT_LR = {"sp": 2.0**-9, "mup": 2.0**-8, "umup": 2.0**1, "umup_fp8": 2.0**1}
 
-# The embedding LR rule each parametrization uses unless train.emb_lr_rule overrides it (PAPER.md:
+# The embedding LR rule each parametrization uses unless train.emb_lr_rule overrides it (docs/paper.md:
 # u-μP's 1/√fan_out is empirical; the paper's ablation compares it with μP's constant c_emb).
 DEFAULT_EMB_LR_RULE = {"sp": "constant", "mup": "constant", "umup": "inv_sqrt_fan_out",
                        "umup_fp8": "inv_sqrt_fan_out"}
@@ -72,7 +72,7 @@ class ModelConfig(_Section):
     rope: bool = True
     rope_base: float = Field(10000.0, gt=0)
     fp8: bool = Field(False, description="FP8 casts on matmul inputs (forced on by umup_fp8)")
-    # Which matmul inputs the FP8 casts reach (PAPER.md "FP8"): `selective` is the paper's final
+    # Which matmul inputs the FP8 casts reach (docs/paper.md, "FP8"): `selective` is the paper's final
     # scheme of its large-scale runs (q/k/v and FFN up/gate in FP8; attention-out and FFN-down
     # inputs, whose scale grows in training, kept in high precision); `all_hidden` is the plain
     # cast of every matmul input inside the transformer blocks that the proxy experiments used

@@ -1,7 +1,7 @@
 """FP8 formats E4M3 (weights, activations) and E5M2 (gradients) as plain, un-scaled casts.
 
 u-μP's point is that its tensors already sit near unit scale, so a plain cast with no dynamic
-scaling keeps them representable (PAPER.md, "FP8"). Two implementations of one matmul:
+scaling keeps them representable (docs/paper.md, "FP8"). Two implementations of one matmul:
 - simulated: round-trip casts through torch's float8 dtypes, then a matmul in the input dtype;
   works on any device, bit-equal in its rounding to torch's own float8 conversion;
 - real: `torch._scaled_mm` on GPUs with FP8 tensor cores (compute capability ≥ 8.9), picked

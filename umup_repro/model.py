@@ -4,7 +4,7 @@ Pre-norm blocks (RMSNorm without parameters) with causal self-attention (RoPE by
 SwiGLU FFN, no biases, untied embedding and readout. Every weight gets its init std, multiplier
 and LR factor from `parametrization.tensor_rule`; u-μP swaps the plain ops for the unit-scaled
 ones of `ops`. FP8 casts follow `model.fp8_scheme`: `selective` casts the q/k/v and FFN up/gate
-matmuls only (PAPER.md: the attention-out and FFN-down inputs stay in high precision),
+matmuls only (docs/paper.md, FP8: the attention-out and FFN-down inputs stay in high precision),
 `all_hidden` every matmul of the blocks; the embedding and the readout never.
 
 `Tap` modules mark the activations the RMS logging and coordinate checks record (forward hooks

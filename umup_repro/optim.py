@@ -1,7 +1,7 @@
 """AdamW with per-tensor LR factors and independent weight decay.
 
 Each weight is its own parameter group with lr = η·c (c from the parametrization, depth factor
-included). Weight decay is *independent* of the LR (PAPER.md): the group's decay is λ/lr, so
+included). Weight decay is *independent* of the LR (docs/paper.md, "Proxy setup"): the group's decay is λ/lr, so
 AdamW's step p ← p·(1 − lr·wd) shrinks by λ at the peak LR whatever η and c are, and follows the
 LR schedule's shape (a scheduler multiplies lr, not lr·wd's λ).
 """

@@ -1,4 +1,4 @@
-"""The abc-rules of SP, μP and u-μP as data (PAPER.md, "Parametrizations").
+"""The abc-rules of SP, μP and u-μP as data (docs/paper.md, "The abc-table").
 
 For every weight the model asks one question: given my role and shape, what is my init std (b),
 my forward multiplier (a) and my Adam LR factor (c, multiplying the global η)? The answers live in

@@ -6,8 +6,8 @@
 # accounting), slurmctld and slurmd. Idempotent: when the daemons already run with this script's
 # configuration it returns in well under a second. Pid files in /run, logs in /var/log/slurm.
 # Env: FAKE_GPUS (default 1; gres gpu backed by /dev/null, so GPU requests schedule for real and
-# jobs compute on CPU). Stop with tests/slurm/teardown_cluster.sh. Adapted from
-# ../shared/slurm/setup_slurm.sh (WITH_SLURMDBD always on).
+# jobs compute on CPU). Stop with tests/slurm/teardown_cluster.sh. Why a setting is there: the
+# comment beside it.
 set -euo pipefail
 T0=$(date +%s)
 export DEBIAN_FRONTEND=noninteractive
