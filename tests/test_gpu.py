@@ -129,8 +129,7 @@ def train_losses(parametrization: str, *, steps: int, simulated: bool = False, p
     """Training losses of `steps` AdamW steps (loss t is measured before update t), on the GPU,
     the run's own optimizer, LR and schedule, real text. `simulated` forces the simulated casts."""
     from umup_repro.data import token_arrays, train_batch
-    from umup_repro.optim import build_optimizer
-    from umup_repro.train import lr_multiplier
+    from umup_repro.optim import build_optimizer, build_scheduler
 
     config = resolve_config({"parametrization": parametrization,
                              "model": {"width": width, "depth": depth, "seq_len": seq_len, "fp8": fp8_casts},
@@ -141,7 +140,7 @@ def train_losses(parametrization: str, *, steps: int, simulated: bool = False, p
     torch.manual_seed(t.seed)
     model = build_model(config).cuda()
     optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, t))
+    scheduler = build_scheduler(optimizer, config)
     bf16 = precision == "bf16-mixed"
     losses = []
     with simulated_fp8() if simulated else contextlib.nullcontext():

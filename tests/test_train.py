@@ -1,5 +1,5 @@
-"""One cell, one Lightning run (umup_repro.train): run folder contract, determinism, kill/resume,
-signals, divergence, bad configs, reruns.
+"""One cell, one Lightning run (umup_repro.train, lightning_module, run_folder): run folder contract,
+determinism, kill/resume, signals, divergence, bad configs, reruns.
 
 Runs go through the real command (`python -m umup_repro.cli train`) in subprocesses with one
 thread (bit-identical results need the same thread count; one thread is also fastest on a loaded
@@ -22,7 +22,9 @@ import pytest
 import yaml
 
 from umup_repro.config import config_hash, config_to_dict, resolve_config
-from umup_repro.train import METRICS_COLUMNS, RMS_COLUMNS, _progress_mode, lr_multiplier
+from umup_repro.optim import lr_multiplier
+from umup_repro.run_folder import METRICS_COLUMNS, RMS_COLUMNS
+from umup_repro.train import _progress_mode
 
 STEPS, EVERY, BATCH, SEQ = 60, 10, 4, 64
 TINY = {

@@ -12,7 +12,7 @@
    the median over all kept steps is reported. Also u-μP vs SP per training step (plain loop).
 3. throughput (on a GPU, or with `--throughput`): tokens/s and MFU of a training step in bf16
    autocast, for SP, u-μP and u-μP-FP8 at `--gpu-width` (default 1024); MFU against the device's
-   dense bf16 peak (`umup_repro.train.PEAK_BF16_FLOPS`), FP8 included, so MFUs compare directly.
+   dense bf16 peak (`umup_repro.provenance.PEAK_BF16_FLOPS`), FP8 included, so MFUs compare directly.
    Eager by default, as training runs; `--compile` compiles the loss with torch.compile, but on
    CUDA with torch 2.11 compiled u-μP gets wrong q/k gradients in bf16 autocast (tests/test_gpu.py),
    so its compiled times are of a wrong computation.
@@ -80,14 +80,13 @@ def step_config(parametrization: str, *, width: int, depth: int, batch_size: int
 def plain_step_times(config, tokens, *, device: str = "cpu", compile: bool = False) -> list[float]:
     """Seconds per training step of a plain PyTorch loop (interval between step ends)."""
     from umup_repro.data import train_batch
-    from umup_repro.optim import build_optimizer
-    from umup_repro.train import lr_multiplier
+    from umup_repro.optim import build_optimizer, build_scheduler
 
     t, m = config.train, config.model
     torch.manual_seed(t.seed)
     model = build_model(config).to(device)
     optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, t))
+    scheduler = build_scheduler(optimizer, config)
     loss_fn = torch.compile(model.loss) if compile else model.loss
     bf16 = t.precision == "bf16-mixed"
     def autocast():
@@ -158,7 +157,7 @@ def throughput(parametrizations: list[str], *, width: int, depth: int, batch_siz
     """tokens/s and MFU (bf16 autocast, optionally compiled) per parametrization, plain loop."""
     from umup_repro.data import token_arrays
     from umup_repro.model import flops_per_token
-    from umup_repro.train import peak_flops
+    from umup_repro.provenance import peak_flops
 
     if compile:  # u-μP's blocks differ in their residual weights (Python floats): a graph per block
         cfg = torch._dynamo.config

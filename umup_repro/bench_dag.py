@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from umup_repro.config import flatten_config
 from umup_repro.grid import expand_preset, expand_sweep
 
 
@@ -41,8 +42,6 @@ def fake_run_folder(folder: Path, cell, steps: int = 8192, every: int = 512, ten
     (folder / "rms.csv").write_text("step,tensor,kind,rms\n" + "".join(
         f"{s},blocks.{t // 10}.t{t % 10},{k},{1 + 0.01 * t:.6f}\n"
         for s in points for t in range(tensors) for k in ("weight", "activation", "grad")))
-    from umup_repro.train import flatten_config
-
     summary = {"cell": cell.id, "sweep": cell.sweep, "final_train_loss": 3.0, "final_val_loss": 3.1,
                "diverged": False, "steps_done": steps, "wall_seconds": 3600.0, "tokens_per_second": 1e5,
                "device": "NVIDIA H100", "versions": {"torch": "2.13.0"}, "git_commit": "0" * 40,

@@ -261,6 +261,19 @@ def config_hash(config: RunConfig, length: int = 12) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
+def flatten_config(config: RunConfig) -> dict[str, Any]:
+    """`{"model.width": 256, "train.lr": 2.0, "hp.alpha_res": 1.0, "parametrization": "umup", ...}`:
+    the columns a summary and a sweep table carry."""
+    flat: dict[str, Any] = {}
+    for key, value in config_to_dict(config).items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                flat[f"{key}.{sub}"] = v
+        else:
+            flat[key] = value
+    return flat
+
+
 def _deep_copy(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _deep_copy(v) for k, v in obj.items()}

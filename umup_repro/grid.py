@@ -31,7 +31,8 @@ from typing import Any, Iterator, Mapping, Optional
 import numpy as np
 import yaml
 
-from umup_repro.config import ConfigError, RunConfig, config_hash, config_to_dict, resolve_config, set_dotted
+from umup_repro.config import (ConfigError, RunConfig, config_hash, config_to_dict, flatten_config, resolve_config,
+                               set_dotted)
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO / "config" / "presets"
@@ -252,8 +253,6 @@ def summary_rows(expanded: Mapping[str, list[Cell]], compute: Mapping[str, Any] 
 
 def varied_keys(cells: list[Cell]) -> list[str]:
     """The flattened config keys whose value differs between the cells (what a listing shows)."""
-    from umup_repro.train import flatten_config
-
     flats = [flatten_config(c.config) for c in cells]
     keys = list(dict.fromkeys(k for f in flats for k in f))
     return [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]
@@ -296,8 +295,6 @@ def main(args) -> int:
     print(f"{'total':<22}{sum(r['cells'] for r in rows):>7}{_si(sum(r['tokens'] for r in rows)):>10}"
           f"{_si(sum(r['flops'] for r in rows)):>10}{sum(r['gpu_hours'] for r in rows):>10.3g}")
     if args.list:
-        from umup_repro.train import flatten_config
-
         for sweep, cells in expanded.items():
             keys = {p: varied_keys([c for c in cells if c.config.parametrization == p])
                     for p in {c.config.parametrization for c in cells}}

@@ -1,0 +1,73 @@
+"""Where and from what a run was made: source commit, package versions, device, peak FLOP/s.
+
+Recorded in every summary.json so a result can be traced to the code and hardware behind it.
+torch is imported only by the functions that take a device (the caller has it imported already).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import torch
+
+# Dense bf16 tensor-core peak FLOP/s by GPU name (substring match), for MFU. FP8 runs are reported
+# against the bf16 peak too, so their MFU compares directly with bf16 runs'.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
+                   "RTX 4090": 165e12, "RTX 3090": 71e12}
+
+
+def git_commit() -> tuple[str, Optional[bool]]:
+    """(commit of the source tree this package runs from, whether it has uncommitted changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return commit or "unknown", bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("umup-repro", "torch", "lightning", "numpy", "pydantic", "tokenizers", "datasets"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def describe_device(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def peak_flops(device: torch.device) -> Optional[float]:
+    """The device's dense bf16 peak FLOP/s, or None (CPU, unknown GPU)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def provenance(device: torch.device) -> dict:
+    """The summary's provenance fields, in their order: device, hostname, versions, git_commit,
+    git_dirty."""
+    commit, dirty = git_commit()
+    return {"device": describe_device(device), "hostname": socket.gethostname(), "versions": package_versions(),
+            "git_commit": commit, "git_dirty": dirty}
