@@ -156,7 +156,7 @@ def throughput(parametrizations: list[str], *, width: int, depth: int, batch_siz
                warmup: int, device: str, compile: bool) -> dict[str, dict[str, float]]:
     """tokens/s and MFU (bf16 autocast, optionally compiled) per parametrization, plain loop."""
     from umup_repro.data import token_arrays
-    from umup_repro.model import flops_per_token
+    from umup_repro.config import flops_per_token
     from umup_repro.provenance import peak_flops
 
     if compile:  # u-μP's blocks differ in their residual weights (Python floats): a graph per block

@@ -280,3 +280,13 @@ def _deep_copy(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_deep_copy(v) for v in obj]
     return obj
+
+
+def flops_per_token(config: RunConfig) -> float:
+    """Training FLOPs per token, 6·(non-embedding params + readout) + attention (for MFU and
+    the GPU-hour estimates). Lives here, not in model.py, so that planning a DAG (`umup-repro
+    cells`, Snakemake's resource estimates) never imports torch."""
+    m = config.model
+    matmul_params = m.depth * (4 * m.width**2 + 3 * m.width * m.ffn_width) + m.width * m.vocab_size
+    attention = 6 * m.depth * m.seq_len * m.width  # QKᵀ and AV, forward+backward, causal ≈ half
+    return 6 * matmul_params + attention

@@ -31,7 +31,8 @@ from typing import Any, Iterator, Mapping, Optional
 import numpy as np
 import yaml
 
-from umup_repro.config import (ConfigError, RunConfig, config_hash, config_to_dict, flatten_config, resolve_config,
+from umup_repro.config import (ConfigError, RunConfig, config_hash, config_to_dict, flatten_config, flops_per_token,
+                               resolve_config,
                                set_dotted)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,8 +78,6 @@ class Cell:
     @property
     def flops(self) -> float:
         """Training FLOPs ≈ 6·params·tokens (+ attention), the compute a run needs."""
-        from umup_repro.model import flops_per_token
-
         return flops_per_token(self.config) * self.tokens
 
     def search_columns(self) -> dict:

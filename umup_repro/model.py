@@ -228,12 +228,3 @@ def build_model(config: RunConfig | dict) -> Decoder:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def flops_per_token(config: RunConfig) -> float:
-    """Training FLOPs per token, 6·(non-embedding params + readout) + attention (for MFU)."""
-    m = config.model
-    matmul_params = m.depth * (4 * m.width**2 + 3 * m.width * m.ffn_width) + m.width * m.vocab_size
-    attention = 6 * m.depth * m.seq_len * m.width  # QKᵀ and AV, forward+backward, causal ≈ half
-    return 6 * matmul_params + attention
-

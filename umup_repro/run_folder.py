@@ -149,7 +149,8 @@ def _finite_or_none(x: Optional[float]) -> Optional[float]:
 
 def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, sweep: Optional[str]) -> dict:
     """summary.json's content from a trained (or diverged) CellModule."""
-    from umup_repro.model import count_parameters, flops_per_token
+    from umup_repro.config import flops_per_token
+    from umup_repro.model import count_parameters
     from umup_repro.provenance import peak_flops, provenance
 
     metrics = module.metrics
