@@ -14,8 +14,15 @@ outside, with its band and the reason; the common cause is the attention value p
   after it: the stream now carries prefix means, strongly correlated across positions, so the
   next block's average keeps more of them. The same correlation inflates the v/out-projection
   weight gradients (their 1/√batch scale assumes uncorrelated tokens) and shrinks the q/k ones
-  (the softmax Jacobian sees less spread among values). All stay flat in width and far inside
-  FP8's range. Logits are ≈ 1/√width by design (μP's readout rule), with a unit gradient.
+  further in later blocks (the softmax Jacobian sees less spread among values). All stay flat in
+  width and far inside FP8's range. Logits are ≈ 1/√width by design (μP's readout rule), with a
+  unit gradient.
+The q/k gradients sit well below 1 by design: attention scales q, k and v gradients by one factor,
+the output's (the chain rule; ops.unit_attention, tests/test_gradient_direction.py), and at
+near-uniform attention the softmax Jacobian passes little gradient to q and k. Their band is the
+measured range widened by ≈20% each way, as for the other exceptions. (Before that fix q/k had
+their own unit scales and measured 0.36–1.35; the embedding gradient, then 1.86–2.13 through the
+7× too large q/k path, now measures 1.61–1.83 and needs no exception.)
 """
 
 import math
@@ -66,11 +73,10 @@ EXCEPTIONS = [
      and n.endswith(("attn.core", "attn.out_proj")), (0.5, 5.0, 0.25,
      "value path after block 0: measured 2.2–2.7 (block 1) up to 4.1 (block 3 of depth 4)")),
     ("grad", lambda n: n.endswith(("attn.v_proj.weight", "attn.out_proj.weight")), (0.5, 5.0, 0.35,
-     "correlated tokens: measured 2.4–4.2; width 64 (one head) 20–25% off the rest")),
-    ("grad", lambda n: n.endswith(("attn.q_proj.weight", "attn.k_proj.weight")), (0.3, 2.0, 0.35,
-     "less spread among values: measured 0.36–1.35; width 64 (one head) up to 33% above the rest")),
-    ("grad", lambda n: n == "embedding.weight", (0.5, 2.5, 0.25,
-     "a row sums the gradients of a token's repeats, correlated in real text: measured 1.86–2.13")),
+     "correlated tokens: measured 2.4–4.2; width 64 (one head) up to 22% off the rest")),
+    ("grad", lambda n: n.endswith(("attn.q_proj.weight", "attn.k_proj.weight")), (0.03, 0.15, 0.35,
+     "the attention output's scale (chain rule): measured 0.10–0.13 in block 0, down to 0.04 in block 3"
+     " of depth 4 (less spread among values); width 64 (one head) up to 30% above the rest")),
 ]
 
 
