@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench_dag)
 
     p = sub.add_parser("plot", help="draw one figure (PDF + PNG) from the aggregated tables")
-    p.add_argument("name", help="figure name, e.g. transfer_width (see umup_repro/figures.py FIGURES)")
+    p.add_argument("name", help="figure name, e.g. transfer_width (see FIGURES in umup_repro/figures/registry.py)")
     p.add_argument("--tables", default="results/tables", help="folder of <sweep>.csv, metrics/, rms/")
     p.add_argument("--sweeps", nargs="*", default=None,
                    help="sweeps to read (space or comma separated; default: the figure's usual ones;"
