@@ -294,6 +294,19 @@ def test_fp8_training(tables, tmp_path):
             assert r.last_val_loss == pytest.approx(row["final_val_loss"])
 
 
+def test_fp8_scheme_is_its_own_variant():
+    """A run under model.fp8_scheme all_hidden is drawn as its own line, never merged with the
+    selective scheme's; the scheme is ignored where FP8 is off."""
+    table = pd.DataFrame({
+        "parametrization": ["umup", "umup_fp8", "umup_fp8", "mup", "mup", "umup"],
+        "model.fp8": [False, False, False, True, True, False],
+        "model.fp8_scheme": ["selective", "selective", "all_hidden", "selective", "all_hidden", "all_hidden"],
+        "final_val_loss": [1.0] * 6,
+    })
+    assert figures.prepare(table)["variant"].tolist() == [
+        "umup", "umup_fp8", "umup_fp8_all", "mup_fp8", "mup_fp8_all", "umup"]
+
+
 def test_coord_check(coord_tables, tmp_path):
     slopes = figures.plot("coord_check", coord_tables, ["sp", "umup"], tmp_path / "c.pdf")
     check_files(tmp_path / "c.pdf")

@@ -17,10 +17,12 @@ from matplotlib.transforms import blended_transform_factory
 
 from umup_repro.analyses._common import new_figure, save_figure
 
-PARAM_ORDER = ("sp", "mup", "mup_fp8", "umup", "umup_fp8")
+PARAM_ORDER = ("sp", "mup", "mup_fp8", "mup_fp8_all", "umup", "umup_fp8", "umup_fp8_all")
 PARAM_LABEL = {"sp": "SP", "sp_fp8": "SP FP8", "mup": "μP", "mup_fp8": "μP FP8", "umup": "u-μP",
-               "umup_fp8": "u-μP FP8"}
-PARAM_COLOR = {"sp": "C7", "sp_fp8": "C5", "mup": "C0", "mup_fp8": "C9", "umup": "C3", "umup_fp8": "C1"}
+               "umup_fp8": "u-μP FP8", "mup_fp8_all": "μP FP8 (all matmuls)",
+               "umup_fp8_all": "u-μP FP8 (all matmuls)"}
+PARAM_COLOR = {"sp": "C7", "sp_fp8": "C5", "mup": "C0", "mup_fp8": "C9", "umup": "C3", "umup_fp8": "C1",
+               "mup_fp8_all": "C4", "umup_fp8_all": "C6"}
 
 HP_LABEL = {
     "alpha_ffn_act": r"$\alpha_{\mathrm{ffn\text{-}act}}$",

@@ -31,14 +31,16 @@ def _as_bool(series: pd.Series) -> pd.Series:
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Normalise a main table: boolean `diverged`, `loss` (NaN where diverged or not finite),
-    `variant` (the parametrization, `mup_fp8` for μP with `model.fp8`)."""
+    `variant` (the parametrization, `mup_fp8` for μP with `model.fp8`, and a suffix `_all` for
+    FP8 runs under `model.fp8_scheme: all_hidden`, the proxy experiments' cast of every matmul)."""
     df = df.copy()
     df["diverged"] = _as_bool(df["diverged"]) if "diverged" in df else False
     loss = pd.to_numeric(df[LOSS], errors="coerce") if LOSS in df else pd.Series(np.nan, index=df.index)
     df["loss"] = loss.where(~df["diverged"] & np.isfinite(loss))
     fp8 = _as_bool(df["model.fp8"]) if "model.fp8" in df else pd.Series(False, index=df.index)
-    df["variant"] = [p if p.endswith("_fp8") or not f else f"{p}_fp8"
-                     for p, f in zip(df["parametrization"].astype(str), fp8)]
+    scheme = df["model.fp8_scheme"].astype(str) if "model.fp8_scheme" in df else pd.Series("selective", index=df.index)
+    variants = [p if p.endswith("_fp8") or not f else f"{p}_fp8" for p, f in zip(df["parametrization"].astype(str), fp8)]
+    df["variant"] = [v + "_all" if v.endswith("_fp8") and s == "all_hidden" else v for v, s in zip(variants, scheme)]
     if "cell" in df:  # a table listed twice; a cell shared by two sweeps stays in both
         df = df.drop_duplicates(["cell", "sweep"] if "sweep" in df else ["cell"])
     return df.reset_index(drop=True)
