@@ -22,9 +22,8 @@ The scales are derived here, not copied:
   α_ffn-act (the library fits it by a logarithmic interpolation instead); both input gradients
   take the output scale;
 - causal attention: the output moment of a causal softmax over Gaussian logits, fitted once by a
-  seeded Monte Carlo run per (seq_len, d_head, logit scale) (the library uses the closed-form
-  fit √(ln S / S) ... 1 interpolated in the logit scale); q, k and v gradients take the output
-  scale;
+  seeded Monte Carlo run per (seq_len, d_head, logit scale) (the library interpolates between
+  √(ln S / S) and 1 in the logit scale); q, k and v gradients take the output scale;
 - cross-entropy: at init the softmax is uniform, so each logit gradient has RMS √(V−1)/V.
 """
 
@@ -180,8 +179,9 @@ def swiglu_scales(alpha: float) -> tuple[float, float]:
 
     E[y²] = E[silu(αz)²], so the forward scale is 1/√E[silu(αz)²]; the input u's gradient
     g·silu(αv)·fwd is then unit. The gate's gradient takes the same factor (chain rule, see the
-    module docstring), so its RMS is fwd·α·√E[silu'(αz)²]: 1.03 at α = 1, 1.01 at α = 1/4 and 1.02 at α = 4 —
-    near unit, and a true gradient direction. 80-point Gauss-Hermite: exact to ~1e-12.
+    module docstring), so its RMS is fwd·α·√E[silu'(αz)²]: 1.03 at α = 1, 1.01 at α = 1/4 and
+    1.02 at α = 4 — near unit, and a true gradient direction. 80-point Gauss-Hermite: exact to
+    ~1e-12.
     """
     z, w = np.polynomial.hermite_e.hermegauss(80)
     w = w / w.sum()
