@@ -30,11 +30,13 @@ def repo_files() -> list[Path]:
     return sorted(p for p in paths if p.is_file())
 
 
-def text_of(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError):
-        return None
+def repo_texts():
+    """(path, text) of every repository file that reads as UTF-8 text (binaries are skipped)."""
+    for path in repo_files():
+        try:
+            yield path, path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
 
 
 def markdown_files() -> list[Path]:
@@ -76,10 +78,7 @@ def test_the_design_and_paper_docs_are_in_the_repository():
 
 def test_no_file_cites_a_document_outside_the_repository():
     offenders = []
-    for path in repo_files():
-        text = text_of(path)
-        if text is None:
-            continue
+    for path, text in repo_texts():
         for n, line in enumerate(text.splitlines(), 1):
             if OUTSIDE.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:100]}")
@@ -104,10 +103,7 @@ def test_relative_markdown_links_resolve():
 
 def test_docs_mentioned_in_any_file_exist_with_their_sections():
     missing = []
-    for path in repo_files():
-        text = text_of(path)
-        if text is None:
-            continue
+    for path, text in repo_texts():
         for name, section in DOC_MENTION.findall(text):
             doc = ROOT / "docs" / name
             if not doc.is_file():

@@ -29,6 +29,15 @@ def _as_bool(series: pd.Series) -> pd.Series:
     return series.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
 
 
+def _variant(parametrization: str, fp8: bool, scheme: str) -> str:
+    """`umup_fp8` / `mup_fp8` for FP8 runs (suffix `_all` under the all_hidden scheme), else the
+    parametrization itself."""
+    if not (fp8 or parametrization.endswith("_fp8")):
+        return parametrization
+    variant = parametrization if parametrization.endswith("_fp8") else f"{parametrization}_fp8"
+    return variant + "_all" if scheme == "all_hidden" else variant
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Normalise a main table: boolean `diverged`, `loss` (NaN where diverged or not finite),
     `variant` (the parametrization, `mup_fp8` for μP with `model.fp8`, and a suffix `_all` for
@@ -39,8 +48,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["loss"] = loss.where(~df["diverged"] & np.isfinite(loss))
     fp8 = _as_bool(df["model.fp8"]) if "model.fp8" in df else pd.Series(False, index=df.index)
     scheme = df["model.fp8_scheme"].astype(str) if "model.fp8_scheme" in df else pd.Series("selective", index=df.index)
-    variants = [p if p.endswith("_fp8") or not f else f"{p}_fp8" for p, f in zip(df["parametrization"].astype(str), fp8)]
-    df["variant"] = [v + "_all" if v.endswith("_fp8") and s == "all_hidden" else v for v, s in zip(variants, scheme)]
+    df["variant"] = [_variant(p, f, s) for p, f, s in zip(df["parametrization"].astype(str), fp8, scheme)]
     if "cell" in df:  # a table listed twice; a cell shared by two sweeps stays in both
         df = df.drop_duplicates(["cell", "sweep"] if "sweep" in df else ["cell"])
     return df.reset_index(drop=True)
