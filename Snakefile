@@ -24,6 +24,7 @@ CELLS = {sweep: {c.id: c for c in cells} for sweep, cells in grid.expand_preset(
 ALL_TARGETS = []
 
 include: "workflow/rules/sweeps.smk"
+include: "workflow/rules/search.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/analyses.smk"

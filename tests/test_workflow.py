@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from umup_repro.grid import expand_preset, load_preset
+from umup_repro.staged import load_decisions
 from workflow_run import job_counts, snakemake, workflow_copy
 
 
@@ -35,7 +36,10 @@ def test_one_figure_schedules_only_its_cells(smoke):
 def test_smoke_builds_every_figure_and_table(smoke):
     root = smoke["root"]
     config = load_preset("smoke")
-    expanded = expand_preset(config)
+    # a staged search's later stages: the cells its stage decisions (on disk) add
+    decisions = {s: load_decisions(root / "results" / "search", s) for s in config["sweeps"]}
+    expanded = expand_preset(config, decisions=decisions)
+    assert decisions["search_staged"].keys() == {"lr", "hp"}
     assert config["analyses"] is False and not (root / "figures" / "low_rank.pdf").exists()
     for name in config["figures"]:
         pdf, png = root / "figures" / f"{name}.pdf", root / "figures" / f"{name}.png"
@@ -52,6 +56,10 @@ def test_smoke_builds_every_figure_and_table(smoke):
         for kind in ("metrics", "rms"):
             long = pd.read_csv(root / "results" / "tables" / kind / f"{sweep}.csv")
             assert set(long["cell"]) == set(t["cell"]), (sweep, kind)
+    staged = pd.read_csv(root / "results" / "tables" / "search_staged.csv")
+    assert set(staged["search.stage"]) == {"lr", "hp", "combined"}
+    pairs = pd.read_csv(root / "results" / "tables" / "transfer_error.csv")
+    assert len(pairs) == 4 and pairs["transfer_error"].ge(0).all()  # 2 pairs x both orders
     summary = pd.read_csv(root / "results" / "tables" / "transfer_summary.csv")
     assert set(summary["sweep"]) == {s for s, spec in config["sweeps"].items() if "transfer" in spec}
     assert summary["best_loss"].notna().all()

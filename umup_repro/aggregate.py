@@ -22,11 +22,13 @@ import pandas as pd
 
 from umup_repro.atomic import write_text
 from umup_repro.grid import Cell
+from umup_repro.replicates import add_replicate_columns, by_value as replicate_losses, optimum_share, stats
 
 LOSS = "final_val_loss"
 LONG_TABLES = {"metrics": "metrics.csv", "rms": "rms.csv"}
 TRANSFER_COLUMNS = ["sweep", "group", "axis", "axis_value", "proxy_value", "hp", "opt_value", "opt_log2",
-                    "drift_log2", "best_loss", "loss_at_proxy_opt", "regret", "runs", "diverged"]
+                    "drift_log2", "best_loss", "loss_at_proxy_opt", "regret", "runs", "diverged",
+                    "best_loss_se", "seeds_n", "optimum_share"]
 
 
 class MissingRunsError(RuntimeError):
@@ -78,9 +80,9 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
                                f" under {runs / sweep} (first: {', '.join(missing[:3])})")
     rows = [summary_row(c, json.loads((run_dir(runs, c) / "summary.json").read_text(encoding="utf-8")))
             for c in cells]
-    table = pd.DataFrame(rows)
+    table = add_replicate_columns(pd.DataFrame(rows), cells)
     for kind, filename in LONG_TABLES.items():
-        write_text(tables / kind / f"{sweep}.csv", _long_table(cells, runs, filename))
+        write_text(tables / kind / f"{sweep}.csv", _long_table([c for c in cells if not c.alias], runs, filename))
     write_text(tables / f"{sweep}.csv", table.to_csv(index=False))
     return table
 
@@ -97,25 +99,31 @@ def _numeric(x):
 
 
 def _optimum(rows: pd.DataFrame, hp: str) -> tuple[Optional[float], float]:
-    """(HP value with the lowest loss, that loss) among runs that did not diverge."""
-    ok = rows[~rows["diverged"].astype(bool) & rows[LOSS].notna()]
-    if ok.empty:
+    """(HP value with the lowest mean loss over its seed replicates, that loss) among values none
+    of whose replicates diverged."""
+    means = {_numeric(v): stats(x)[0] for v, x in replicate_losses(rows, hp).items()}
+    ok = {v: m for v, m in means.items() if math.isfinite(m)}
+    if not ok:
         return None, math.nan
-    best = ok.loc[ok[LOSS].idxmin()]
-    return _numeric(best[hp]), float(best[LOSS])
+    best = min(ok, key=ok.get)
+    return best, float(ok[best])
 
 
 def _loss_at(rows: pd.DataFrame, hp: str, value) -> float:
-    """Loss of the run at `value` of the HP (inf if it diverged, NaN if there is none)."""
-    match = rows[rows[hp].map(_numeric) == value]
-    if match.empty:
-        return math.nan
-    r = match.iloc[0]
-    return math.inf if bool(r["diverged"]) or pd.isna(r[LOSS]) else float(r[LOSS])
+    """Mean loss of the runs at `value` of the HP (inf if one diverged, NaN if there is none)."""
+    groups = {_numeric(v): x for v, x in replicate_losses(rows, hp).items()}
+    return stats(groups[value])[0] if value in groups else math.nan
 
 
 def _log2(x) -> float:
     return math.log2(x) if isinstance(x, float) and x > 0 else math.nan
+
+
+def _sureness(rows: pd.DataFrame, hp: str, opt) -> dict:
+    """The optimum's standard error, replicates and bootstrap share (umup_repro/replicates.py)."""
+    groups = {_numeric(v): x for v, x in replicate_losses(rows, hp).items()}
+    _, se, n = stats(groups[opt]) if opt in groups else (math.nan, math.nan, 0)
+    return {"best_loss_se": se, "seeds_n": n, "optimum_share": optimum_share(groups, opt)}
 
 
 def _hp_slices(table: pd.DataFrame, hp: str) -> Iterable[tuple[str, pd.DataFrame]]:
@@ -156,6 +164,7 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
                     "drift_log2": _log2(opt) - _log2(proxy_opt),
                     "best_loss": best, "loss_at_proxy_opt": at_proxy, "regret": at_proxy - best,
                     "runs": len(by_value[v]), "diverged": int(by_value[v]["diverged"].astype(bool).sum()),
+                    **_sureness(by_value[v], hp_name, opt),
                 })
     return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
 
@@ -180,6 +189,7 @@ def main(args) -> int:
 
     from umup_repro.config import ConfigError
     from umup_repro.grid import PresetError, default_preset, expand_preset, load_preset
+    from umup_repro.staged import load_decisions
 
     try:
         config = load_preset(args.preset or default_preset())
@@ -189,7 +199,9 @@ def main(args) -> int:
             result = write_transfer_summary(args.tables, specs, args.transfer_summary)
             print(f"{args.transfer_summary}: {len(result)} rows from {len(specs)} sweeps")
             return 0
-        for sweep, cells in expand_preset(config, args.sweep).items():
+        names = args.sweep or list(config["sweeps"])
+        decisions = {s: load_decisions(getattr(args, "search_dir", "results/search"), s) for s in names}
+        for sweep, cells in expand_preset(config, names, decisions).items():
             table = aggregate_sweep(cells, args.runs, args.tables)
             print(f"{Path(args.tables) / (sweep + '.csv')}: {len(table)} cells,"
                   f" {int(table['diverged'].astype(bool).sum())} diverged")

@@ -48,6 +48,18 @@ def _aggregate(args: argparse.Namespace) -> int:
     return aggregate_main(args)
 
 
+def _search_stage(args: argparse.Namespace) -> int:
+    from umup_repro.staged import main as search_stage_main
+
+    return search_stage_main(args)
+
+
+def _transfer_error(args: argparse.Namespace) -> int:
+    from umup_repro.transfer_error import main as transfer_error_main
+
+    return transfer_error_main(args)
+
+
 def _plot(args: argparse.Namespace) -> int:
     from umup_repro.figures import main as plot_main
 
@@ -143,7 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", default="results/tables", help="folder the tables go to")
     p.add_argument("--transfer-summary", default=None, metavar="CSV",
                    help="instead: write the transfer summary of the sweeps' existing tables to CSV")
+    p.add_argument("--search-dir", default="results/search", help="staged searches' stage decisions")
     p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("search-stage", help="decide one stage of a staged search from its runs (a DAG checkpoint)")
+    p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
+    p.add_argument("--sweep", required=True, help="the staged sweep")
+    p.add_argument("--stage", required=True, choices=["lr", "hp"], help="the stage to decide")
+    p.add_argument("--runs", default="results/runs", help="folder of run folders")
+    p.add_argument("--search-dir", default="results/search", help="folder of the stage decisions")
+    p.add_argument("--out", default=None, help="decision file (default: SEARCH_DIR/SWEEP/STAGE.json)")
+    p.set_defaults(func=_search_stage)
+
+    p = sub.add_parser("transfer-error", help="pairwise transfer error (paper Alg. 1) of pair-grid sweeps' tables")
+    p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
+    p.add_argument("--sweep", action="append", required=True, help="a pair-grid sweep (repeatable)")
+    p.add_argument("--tables", default="results/tables", help="folder of the sweep tables")
+    p.add_argument("--out", default="results/tables/transfer_error.csv", help="the table to write")
+    p.set_defaults(func=_transfer_error)
 
     p = sub.add_parser("bench-dag", help="time a big preset's dry run and aggregating many generated run folders")
     p.add_argument("--preset", default="paper", help="preset to dry-run (default: paper)")

@@ -6,7 +6,14 @@ from), `sweeps` and a `figures` map. A sweep is a list of blocks; each block set
 
 - `independent`: one-at-a-time around the block's base point (each listed key varied alone,
   the others at the base; the base point itself comes first), as in the paper's independent search;
-- `random`: `n` points drawn with a fixed `seed` from a `space` of distributions.
+- `random`: `n` points drawn with a fixed `seed` from a `space` of distributions;
+- `staged`: the paper's staged independent search (umup_repro/staged.py): stage `lr` sweeps one
+  key, stage `hp` each listed key alone at stage `lr`'s best value, stage `combined` one run at
+  every key's best value. Later stages need earlier results (`decisions`), so without them only
+  stage `lr` expands; the workflow adds the rest through a Snakemake checkpoint.
+
+`seeds: N` on a sweep or block repeats every point N times, `train.seed` = its value + 0…N−1
+(replicate 0 is the unseeded cell itself, so it is shared with other sweeps).
 
 Axis values are a list or `{log2_range: [start, stop, step]}` (2^start … 2^stop inclusive);
 random distributions are `{log2_uniform: [lo, hi]}` (exponents of 2), `{uniform: [lo, hi]}` or
@@ -61,6 +68,9 @@ class Cell:
     search_index: int  # order within the sweep (the order a search would run them in)
     search_axis: str = ""  # independent search: the varied key, or "base"
     resources: Mapping[str, Any] = field(default_factory=dict)
+    search_stage: str = ""  # staged search: lr | hp | combined
+    search_group: str = ""  # staged search: "<block>.<grid point>", the unit a stage decides for
+    alias: bool = False  # a table row only: a staged `combined` run whose config an earlier stage ran
 
     @property
     def config_dict(self) -> dict:
@@ -82,7 +92,8 @@ class Cell:
 
     def search_columns(self) -> dict:
         return {"search.kind": self.search_kind, "search.index": self.search_index,
-                "search.axis": self.search_axis}
+                "search.axis": self.search_axis, "search.stage": self.search_stage,
+                "search.group": self.search_group}
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,56 +182,100 @@ def sample(key: str, spec: Mapping[str, Any], rng: np.random.Generator) -> Any:
     raise PresetError(f"{key}: unknown distribution {kind!r}; allowed: log2_uniform, uniform, choice")
 
 
-def _points(block: Mapping[str, Any]) -> Iterator[tuple[dict, str, str]]:
-    """(overrides, search kind, search axis) for every run of one block, in search order."""
+def _points(block: Mapping[str, Any], b: int = 0,
+            decisions: Mapping[str, Mapping[str, dict]] | None = None) -> Iterator[tuple[dict, str, str, str, str]]:
+    """(overrides, search kind, search axis, stage, group) for every run of one block, in search order."""
     grid = block.get("grid", {})
     keys = list(grid)
-    for combo in itertools.product(*(axis_values(k, grid[k]) for k in keys)):
+    for g, combo in enumerate(itertools.product(*(axis_values(k, grid[k]) for k in keys))):
         base = {**block.get("set", {}), **dict(zip(keys, combo))}
         if "independent" in block:
-            yield base, "independent", "base"
+            yield base, "independent", "base", "", ""
             for key, spec in block["independent"].items():
                 for value in axis_values(key, spec):
-                    yield {**base, key: value}, "independent", key
+                    yield {**base, key: value}, "independent", key, "", ""
         elif "random" in block:
             r = block["random"]
             rng = np.random.default_rng(r["seed"])
             for _ in range(r["n"]):
                 draw = {k: sample(k, spec, rng) for k, spec in r["space"].items()}
-                yield {**base, **draw}, "random", ""
+                yield {**base, **draw}, "random", "", "", ""
+        elif "staged" in block:
+            yield from _staged_points(block["staged"], base, f"{b}.{g}", decisions or {})
         else:
-            yield base, "grid", ""
+            yield base, "grid", "", "", ""
+
+
+def _staged_points(staged: Mapping[str, Any], base: dict, group: str,
+                   decisions: Mapping[str, Mapping[str, dict]]) -> Iterator[tuple[dict, str, str, str, str]]:
+    """Stage `lr` always; stage `hp` once stage `lr` is decided; `combined` once `hp` is."""
+    (lr_key, lr_spec), = staged["lr"].items()
+    for value in axis_values(lr_key, lr_spec):
+        yield {**base, lr_key: value}, "staged", lr_key, "lr", group
+    best_lr = decisions.get("lr", {}).get(group)
+    if best_lr is None:
+        return
+    for key, spec in staged["hp"].items():
+        for value in axis_values(key, spec):
+            yield {**base, **best_lr, key: value}, "staged", key, "hp", group
+    best_hp = decisions.get("hp", {}).get(group)
+    if best_hp is not None:
+        yield {**base, **best_lr, **best_hp}, "staged", "combined", "combined", group
+
+
+def _replicates(overrides: dict, raw: dict, seeds: int) -> Iterator[dict]:
+    """The point itself, then seeds − 1 copies with train.seed + 1, + 2, …"""
+    yield overrides
+    seed0 = int(overrides.get("train.seed", (raw.get("train") or {}).get("seed", 0)))
+    for i in range(1, seeds):
+        yield {**overrides, "train.seed": seed0 + i}
 
 
 def expand_sweep(name: str, spec: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
-                 resources: Mapping[str, Any] | None = None) -> list[Cell]:
-    """The cells of one sweep, in search order; a config reached twice is one cell."""
+                 resources: Mapping[str, Any] | None = None,
+                 decisions: Mapping[str, Mapping[str, dict]] | None = None) -> list[Cell]:
+    """The cells of one sweep, in search order; a config reached twice is one cell.
+
+    `decisions` ({stage: {group: {key: best value}}}, umup_repro.staged) unlock the later stages
+    of staged blocks. A `combined` run whose config an earlier stage already ran is appended as an
+    alias (same id, `alias=True`): a table row, never a second job.
+    """
     cells: dict[str, Cell] = {}
+    aliases: list[Cell] = []
     res = {**DEFAULT_RESOURCES, **(resources or {}), **spec.get("resources", {})}
     for b, block in enumerate(spec["blocks"]):
-        for overrides, kind, axis in _points({**block, "set": {**spec.get("set", {}), **block.get("set", {})}}):
-            raw = json.loads(json.dumps(defaults or {}))
-            for key, value in overrides.items():
-                set_dotted(raw, key, value)
-            try:
-                config = resolve_config(raw)
-            except ConfigError as err:
-                raise PresetError(f"sweep {name}, block {b}: {err}") from None
-            cid = config_hash(config)
-            if cid not in cells:
-                cells[cid] = Cell(name, cid, config, kind, len(cells), axis, res)
-    return list(cells.values())
+        seeds = int(block.get("seeds", spec.get("seeds", 1)))
+        merged = {**block, "set": {**spec.get("set", {}), **block.get("set", {})}}
+        for point, kind, axis, stage, group in _points(merged, b, decisions):
+            for overrides in _replicates(point, defaults or {}, seeds):
+                raw = json.loads(json.dumps(defaults or {}))
+                for key, value in overrides.items():
+                    set_dotted(raw, key, value)
+                try:
+                    config = resolve_config(raw)
+                except ConfigError as err:
+                    raise PresetError(f"sweep {name}, block {b}: {err}") from None
+                cid = config_hash(config)
+                if cid not in cells:
+                    cells[cid] = Cell(name, cid, config, kind, len(cells), axis, res, stage, group)
+                elif stage == "combined":
+                    aliases.append(Cell(name, cid, config, kind, len(cells) + len(aliases), axis, res, stage,
+                                        group, alias=True))
+    return list(cells.values()) + aliases
 
 
-def expand_preset(config: Mapping[str, Any] | str, sweeps: Optional[list[str]] = None) -> dict[str, list[Cell]]:
-    """{sweep: cells} for a loaded preset (see `load_preset`) or a preset name."""
+def expand_preset(config: Mapping[str, Any] | str, sweeps: Optional[list[str]] = None,
+                  decisions: Mapping[str, Mapping[str, Mapping[str, dict]]] | None = None) -> dict[str, list[Cell]]:
+    """{sweep: cells} for a loaded preset (see `load_preset`) or a preset name; `decisions`
+    ({sweep: {stage: {group: best}}}) unlock staged searches' later stages."""
     if isinstance(config, str) or "sweeps" not in config:
         config = load_preset(config)
     names = list(config["sweeps"]) if sweeps is None else sweeps
     unknown = [s for s in names if s not in config["sweeps"]]
     if unknown:
         raise PresetError(f"sweep: unknown sweep {unknown[0]!r}; allowed: {', '.join(config['sweeps'])}")
-    return {s: expand_sweep(s, config["sweeps"][s], config.get("defaults", {}), config.get("resources", {}))
+    return {s: expand_sweep(s, config["sweeps"][s], config.get("defaults", {}), config.get("resources", {}),
+                            (decisions or {}).get(s))
             for s in names}
 
 

@@ -4,8 +4,9 @@ Where each figure is drawn:
 
 - `lr_transfer`: loss vs LR across width / depth / batch size / steps (`transfer_width`,
   `transfer_depth`, `transfer_batch`, `transfer_steps`) and the embedding LR rule (`embedding_lr`),
-- `hyperparameters`: transfer of the other HPs across width (`hp_transfer`) and random vs
-  independent search (`search_strategies`),
+- `hyperparameters`: transfer of the other HPs across width (`hp_transfer`),
+- `search`: random vs staged search (`search_strategies`) and the pairwise transfer error
+  (`transfer_error`, read from `results/tables/transfer_error.csv`),
 - `rms`: per-tensor RMS at initialisation, during and at the end of training (`rms_init`,
   `rms_training`, `rms_end`),
 - `fp8`: training curves with and without FP8 (`fp8_training`),
@@ -29,11 +30,12 @@ from __future__ import annotations
 
 from umup_repro.figures.coord_check_plot import coord_check
 from umup_repro.figures.fp8 import fp8_training
-from umup_repro.figures.hyperparameters import hp_transfer, search_curves, search_strategies
+from umup_repro.figures.hyperparameters import hp_transfer
 from umup_repro.figures.lr_transfer import (TRANSFER_AXES, embedding_lr, transfer, transfer_batch, transfer_depth,
                                             transfer_steps, transfer_width)
 from umup_repro.figures.registry import FIGURES, main, plot, tables_needed
 from umup_repro.figures.rms import rms_end, rms_init, rms_training
+from umup_repro.figures.search import search_curves, search_strategies, transfer_error
 from umup_repro.figures.tables import load_coord_check, load_table, prepare, tensor_type
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "transfer",
     "transfer_batch",
     "transfer_depth",
+    "transfer_error",
     "transfer_steps",
     "transfer_width",
 ]

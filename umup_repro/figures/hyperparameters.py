@@ -1,17 +1,13 @@
-"""Hyperparameter figures: transfer of each non-LR HP across width (`hp_transfer`, from an
-independent search around the defaults) and random vs independent search (`search_strategies`,
-best loss so far vs number of runs)."""
+"""Hyperparameter figure: transfer of each non-LR HP across width (`hp_transfer`, from an
+independent search around the defaults). The search figures are in `search`."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from matplotlib import ticker
-from matplotlib.lines import Line2D
 
 from umup_repro.figures.loss_lines import loss_panel, loss_ylim, records
-from umup_repro.figures.style import (HP_LABEL, MARK_LEGEND, bottom_legend, empty_panel, mark_top, new_figure,
-                                      ordered_variants, panel_row, param_label, save_figure)
+from umup_repro.figures.style import (HP_LABEL, MARK_LEGEND, bottom_legend, empty_panel, new_figure, ordered_variants,
+                                      param_label, save_figure)
 
 
 def hp_transfer(df: pd.DataFrame, out) -> pd.DataFrame:
@@ -62,68 +58,4 @@ def hp_transfer(df: pd.DataFrame, out) -> pd.DataFrame:
     return pd.DataFrame(rows_out, columns=["panel", "hp", "line", "x_opt", "loss_opt", "runs", "diverged"])
 
 
-def search_curves(df: pd.DataFrame) -> pd.DataFrame:
-    """Per parametrization and strategy (`search.kind`, else the sweep name), the runs in
-    `search.index` order and the best (non-diverged) loss after each."""
-    df = df.copy()
-    df["strategy"] = df["search.kind"].fillna(df["sweep"]) if "search.kind" in df else df["sweep"]
-    df["strategy"] = df["strategy"].astype(str)
-    order = "search.index" if "search.index" in df else "cell"
-    rows = []
-    for (v, s), g in df.groupby(["variant", "strategy"], sort=False):
-        g = g.sort_values(order)
-        best = g["loss"].cummin().ffill()  # a diverged run (NaN) keeps the best so far
-        rows.append(pd.DataFrame({"variant": v, "strategy": s, "runs": np.arange(1, len(g) + 1),
-                                  "loss": g["loss"].to_numpy(), "diverged": g["diverged"].to_numpy(),
-                                  "best_so_far": best.to_numpy()}))
-    cols = ["variant", "strategy", "runs", "loss", "diverged", "best_so_far"]
-    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
-
-
-def search_strategies(df: pd.DataFrame, out) -> pd.DataFrame:
-    """Best validation loss so far vs number of runs: random vs independent search, a panel per
-    parametrization; each run's own loss as a faint dot, diverged runs as × at the top."""
-    curves = search_curves(df)
-    variants = ordered_variants(curves["variant"])
-    strategies = sorted(curves["strategy"].unique(), key=lambda s: (s != "random", s))
-    colors = {s: c for s, c in zip(strategies, ("C0", "C3", "C2", "C4", "C5"))}
-    labels = {"random": "random search", "independent": "independent search (LR, then each HP)"}
-    fig, axes = panel_row(len(variants), 3.8, 3.4, sharey=True)
-    # y-range: every best-so-far curve from its second run on (a bad first run enters from the top)
-    tails = [g["best_so_far"].iloc[min(1, len(g) - 1):] for _, g in curves.groupby(["variant", "strategy"])]
-    tail = pd.concat(tails).dropna() if tails else pd.Series(dtype=float)
-    ylim = None
-    if len(tail):
-        lo, hi = tail.min(), tail.max()
-        pad = 0.08 * max(hi - lo, 0.05)
-        ylim = (lo - pad, hi + 3 * pad)
-    for ax, v in zip(axes, variants):
-        for s in strategies:
-            c = curves[(curves["variant"] == v) & (curves["strategy"] == s)]
-            if c.empty:
-                continue
-            final = c["best_so_far"].iloc[-1]
-            ax.step(c["runs"], c["best_so_far"], where="post", color=colors[s], lw=1.8,
-                    label=f"{labels.get(s, s)}: best {final:.3f} after {len(c)} runs")
-            ax.scatter(c["runs"], c["loss"], s=14, color=colors[s], alpha=0.5, lw=0)
-            if ylim is not None:
-                above = c[c["loss"] > ylim[1]]["runs"].tolist()
-                ax.set_ylim(*ylim)
-                mark_top(ax, above, [colors[s]] * len(above), "^", size=25)
-            div = c[c["diverged"]]["runs"].tolist()
-            mark_top(ax, div, [colors[s]] * len(div), "x")
-        ax.set_title(param_label(v))
-        ax.set_xlabel("number of runs")
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        ax.legend(fontsize=7, loc="best", framealpha=0.85)
-    if not variants:
-        empty_panel(axes[0], "no runs in the tables")
-    axes[0].set_ylabel("best validation loss so far")
-    bottom_legend(fig, [Line2D([], [], marker="o", ls="", color="0.5", alpha=0.5, ms=4, label="one run's loss"),
-                        *MARK_LEGEND[1:]])
-    fig.suptitle("Hyperparameter search: best loss vs number of runs, random vs independent search")
-    save_figure(fig, out)
-    return curves
-
-
-__all__ = ["hp_transfer", "search_curves", "search_strategies"]
+__all__ = ["hp_transfer"]

@@ -44,8 +44,9 @@ def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str,
     for value in values:
         g = df[df[line] == value].sort_values(x)
         ok = g[g["loss"].notna()]
-        # duplicate x (a base point repeated in a search): mean loss at that x
-        pts = ok.groupby(x, as_index=False)["loss"].mean()
+        # duplicate x (seed replicates, a base point repeated in a search): mean loss at that x,
+        # its standard error drawn as an error bar where there are several
+        pts = ok.groupby(x, as_index=False)["loss"].agg(loss="mean", se="sem", n="count")
         row = {"line": value, "runs": len(g), "diverged": int(g["diverged"].sum()),
                "x_opt": np.nan, "loss_opt": np.nan}
         label = f"{line_name} {fmt_value(value)}"
@@ -54,6 +55,10 @@ def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str,
             row.update(x_opt=float(best[x]), loss_opt=float(best["loss"]))
             label += f": best at {fmt_pow2(best[x]) if x_is_lr else fmt_value(best[x])}"
             ax.plot(pts[x], pts["loss"], marker="o", ms=3.5, lw=1.4, color=colors[value], label=label)
+            spread = pts[pts["n"] > 1]
+            if len(spread):
+                ax.errorbar(spread[x], spread["loss"], yerr=spread["se"], fmt="none", ecolor=colors[value],
+                            elinewidth=0.9, capsize=2, zorder=5)
             ax.scatter([best[x]], [best["loss"]], marker="*", s=130, color=colors[value],
                        edgecolors="black", linewidths=0.6, zorder=6)
         else:

@@ -11,9 +11,10 @@ import pandas as pd
 
 from umup_repro.figures.coord_check_plot import coord_check
 from umup_repro.figures.fp8 import fp8_training
-from umup_repro.figures.hyperparameters import hp_transfer, search_strategies
+from umup_repro.figures.hyperparameters import hp_transfer
 from umup_repro.figures.lr_transfer import TRANSFER_AXES, embedding_lr, transfer
 from umup_repro.figures.rms import rms_end, rms_init, rms_training
+from umup_repro.figures.search import search_strategies, transfer_error
 from umup_repro.figures.tables import load_coord_check, load_table
 
 # figure name → (default sweeps, which tables it reads besides the main ones)
@@ -23,7 +24,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "transfer_batch": (("lr_batch",), ()),
     "transfer_steps": (("lr_steps",), ()),
     "hp_transfer": (("hp_width",), ()),
-    "search_strategies": (("search_random", "search_independent"), ()),
+    "search_strategies": (("search_random", "search_staged"), ()),
+    "transfer_error": (("hp_pairs",), ()),  # reads transfer_error.csv (umup-repro transfer-error)
     "embedding_lr": (("embedding_lr",), ()),
     "rms_init": (("rms",), ("rms",)),
     "rms_training": (("rms",), ("rms",)),
@@ -43,6 +45,8 @@ def tables_needed(name: str, sweeps: Sequence[str]) -> list[str]:
     """Paths (relative to the tables folder) a figure reads: what its Snakemake rule depends on."""
     if name == "coord_check":
         return [f"coord_check/{p}/coord_check.csv" for p in sweeps]
+    if name == "transfer_error":
+        return ["transfer_error.csv"] + [f"{s}.csv" for s in sweeps]
     extra = FIGURES[name][1]
     return [f"{s}.csv" for s in sweeps] + [f"{k}/{s}.csv" for k in extra for s in sweeps]
 
@@ -58,6 +62,11 @@ def plot(name: str, tables: str | os.PathLike = "results/tables", sweeps: Sequen
     out.parent.mkdir(parents=True, exist_ok=True)
     if name == "coord_check":
         return coord_check(load_coord_check(tables, sweeps), out)
+    if name == "transfer_error":
+        path = Path(tables) / "transfer_error.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"figures: {path} is missing; run `umup-repro transfer-error`")
+        return transfer_error(pd.read_csv(path), out)
     df = load_table(tables, sweeps)
     if name in TRANSFER_AXES:
         return transfer(name, df, out)

@@ -50,7 +50,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     scheme = df["model.fp8_scheme"].astype(str) if "model.fp8_scheme" in df else pd.Series("selective", index=df.index)
     df["variant"] = [_variant(p, f, s) for p, f, s in zip(df["parametrization"].astype(str), fp8, scheme)]
     if "cell" in df:  # a table listed twice; a cell shared by two sweeps stays in both
-        df = df.drop_duplicates(["cell", "sweep"] if "sweep" in df else ["cell"])
+        # (a staged search's `combined` run that repeats an earlier stage's config is its own row)
+        keys = [k for k in ("cell", "sweep", "search.stage") if k in df]
+        df = df.drop_duplicates(keys)
     return df.reset_index(drop=True)
 
 

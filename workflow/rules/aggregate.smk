@@ -12,7 +12,7 @@ TRANSFER_SWEEPS = [s for s in CELLS if "transfer" in config["sweeps"][s]]
 
 rule aggregate_sweep:
     input:
-        lambda w: summaries(w.sweep),
+        lambda w: sweep_summaries(w.sweep),  # search.smk: a staged sweep's every stage
     output:
         runs="results/tables/{sweep}.csv",
         metrics="results/tables/metrics/{sweep}.csv",

@@ -38,6 +38,8 @@ def figure_tables(name, sweeps):
     if name == "coord_check":
         return [f"results/tables/coord_check/{p}/coord_check.csv" for p in COORD_CHECK["parametrizations"]]
     extra = FIGURE_EXTRA_TABLES.get(name, [])
+    if name == "transfer_error":  # the pairwise table (search.smk) besides its sweeps' tables
+        return ["results/tables/transfer_error.csv"] + [f"results/tables/{s}.csv" for s in sweeps]
     return [f"results/tables/{s}.csv" for s in sweeps] + [
         f"results/tables/{kind}/{s}.csv" for kind in extra for s in sweeps
     ]

@@ -12,6 +12,8 @@ def cell_of(wildcards):
     try:
         return CELLS[wildcards.sweep][wildcards.cell]
     except KeyError:
+        if wildcards.cell in decided_cells(wildcards.sweep):  # a staged search's later stage (search.smk)
+            return decided_cells(wildcards.sweep)[wildcards.cell]
         raise ValueError(f"results/runs/{wildcards.sweep}/{wildcards.cell}: no such cell in preset"
                          f" {config['preset']!r} (list them with: umup-repro cells --preset {config['preset']} --list)")
 

@@ -1,0 +1,204 @@
+"""The staged search, seed replicates and the pairwise transfer error: the metric on loss
+surfaces whose answer is known by hand, the stage rule, and the real Snakemake DAG on a synthetic
+objective (a fake `umup-repro train` that writes a summary whose loss is a known function of the
+config), which checks that stage `hp` runs at stage `lr`'s argmin, that the combined run uses each
+stage-`hp` argmin, and that the dry run shows stage `hp` only once stage `lr` is decided."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_run import job_counts, workflow_copy
+from umup_repro import grid
+from umup_repro.replicates import optimum_share
+from umup_repro.staged import choose
+from umup_repro.transfer_error import pair_rows, transfer_error
+
+# --------------------------------------------------------------------------------------------
+# transfer error (paper Algorithm 1)
+
+
+def test_transfer_error_is_zero_for_independent_hps():
+    f, t = np.meshgrid(np.arange(4.0), np.arange(5.0), indexing="ij")
+    loss = 3.0 + 0.2 * (f - 1) ** 2 + 0.1 * (t - 3) ** 2  # same best t for every f
+    assert transfer_error(loss) == 0.0
+
+
+def test_transfer_error_of_a_coupled_surface_matches_the_hand_derived_value():
+    """L(f, t) = (t − f)² + 0.1·f on F = T = {0, 1, 2}: the optimum is (0, 0) with L = 0; at f = 1
+    the best t is 1 and L(0, 1) = 1; at f = 2 the best t is 2 and L(0, 2) = 4; so the error is
+    (1 + 4) / 2 = 2.5. Exact arithmetic on small floats: compared to 1e-12."""
+    f, t = np.meshgrid(np.arange(3.0), np.arange(3.0), indexing="ij")
+    loss = (t - f) ** 2 + 0.1 * f
+    assert transfer_error(loss) == pytest.approx(2.5, abs=1e-12)
+    # the other order (t fixed, f transferred): at t = 1 the best f is 1 → L(1, 0)... rows = t now
+    swapped = loss.T  # rows: t; L(t=0, f) = f² + 0.1 f → optimum (t=0, f=0)
+    # t = 1: best f = 1 (L = 0.1); transferred to t = 0: L(f=1, t=0) = 1.1. t = 2: best f = 2 (0.2)
+    # → L(f=2, t=0) = 4.2. Error (1.1 + 4.2) / 2 = 2.65.
+    assert transfer_error(swapped) == pytest.approx(2.65, abs=1e-12)
+
+
+def test_a_diverged_run_counts_as_the_worst_finite_loss_of_its_grid():
+    loss = np.array([[1.0, 2.0], [np.inf, 1.5]])  # best (0, 0); at f = 1 the best t is 1
+    # L(0, 1) − L(0, 0) = 1.0; the diverged cell is replaced by 2.0 and is not the argmin
+    assert transfer_error(loss) == pytest.approx(1.0)
+    assert math.isnan(transfer_error(np.full((2, 2), np.nan)))
+
+
+def test_pair_rows_read_both_orders_from_a_sweep_table():
+    spec = {"pairs": True, "blocks": [{"set": {"parametrization": "umup"},
+                                       "grid": {"train.lr": [1.0, 2.0, 4.0], "hp.alpha_res": [0.5, 1.0, 2.0]}}]}
+    cells = grid.expand_sweep("p", spec)
+    rows = []
+    for c in cells:  # coupled: the best alpha_res moves with the LR
+        f, t = math.log2(c.config.train.lr), math.log2(c.config.hp["alpha_res"]) + 1
+        rows.append({"cell": c.id, "parametrization": "umup", "train.lr": c.config.train.lr,
+                     "hp.alpha_res": c.config.hp["alpha_res"], "final_val_loss": (t - f) ** 2 + 0.1 * f,
+                     "diverged": False})
+    out = pair_rows(pd.DataFrame(rows), "p", spec, {})
+    assert [(r["hp_a"], r["hp_b"]) for r in out] == [("train.lr", "hp.alpha_res"), ("hp.alpha_res", "train.lr")]
+    assert out[0]["transfer_error"] == pytest.approx(2.5, abs=1e-12)
+    assert out[1]["transfer_error"] == pytest.approx(2.65, abs=1e-12)
+    assert out[0]["opt_a"] == 1.0 and out[0]["opt_b"] == 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# the stage rule, seeds
+
+
+def test_choose_lowest_mean_then_closest_to_default():
+    best, means = choose({0.5: [3.0, 3.2], 1.0: [3.1, 3.1], 2.0: [3.0, None]}, default=1.0)
+    assert means[0.5] == pytest.approx(3.1) and means[2.0] == math.inf  # a diverged seed rules 2.0 out
+    assert best == 1.0  # tie at 3.1 with 0.5: the default wins
+    assert choose({0.25: [3.0], 4.0: [3.0]}, default=1.0)[0] == 0.25  # equally far: the smaller
+    assert choose({0.5: [None], 2.0: [math.nan]}, default=1.0)[0] == 1.0  # all diverged: the default stays
+
+
+def test_seeds_give_replicates_that_differ_only_in_the_seed():
+    spec = {"seeds": 3, "blocks": [{"grid": {"train.lr": [1.0, 2.0]}}]}
+    cells = grid.expand_sweep("s", spec)
+    assert len(cells) == 6
+    assert [c.config.train.seed for c in cells] == [0, 1, 2, 0, 1, 2]
+    single = grid.expand_sweep("s", {"blocks": [{"grid": {"train.lr": [1.0, 2.0]}}]})
+    assert {c.id for c in single} <= {c.id for c in cells}  # replicate 0 is the unseeded cell
+
+
+def test_optimum_share_is_certain_without_noise_and_split_when_values_overlap():
+    clear = {1.0: np.array([3.0, 3.01, 2.99]), 2.0: np.array([3.5, 3.51, 3.49])}
+    assert optimum_share(clear, 1.0) == 1.0
+    # identical replicate sets: each value's bootstrap mean wins about half the time (argmin ties → first);
+    # the share is a frequency over 1000 seeded resamples, so 0.2 … 0.8 leaves room for that noise
+    same = {1.0: np.array([3.0, 3.2, 3.1, 2.9]), 2.0: np.array([3.2, 3.0, 2.9, 3.1])}
+    assert 0.2 < optimum_share(same, 1.0) < 0.8
+
+
+# --------------------------------------------------------------------------------------------
+# the DAG on a synthetic objective
+
+LR_GRID, RES_GRID, SOFTMAX_GRID = [0.5, 1.0, 4.0], [0.5, 2.0], [0.25, 4.0]
+
+FAKE_TRAIN = '''
+import json, math, os, sys
+if sys.argv[1] != "train":
+    from umup_repro.cli import main
+    sys.exit(main(sys.argv[1:]))
+out = sys.argv[sys.argv.index("--out") + 1]
+cfg = json.loads(sys.stdin.read())
+lr, hp = cfg["train"]["lr"], cfg["hp"]
+# separable: best LR 1.0, best alpha_res 2.0, best alpha_attn_softmax 0.25; LR 4.0 diverges
+loss = 3.0 + 0.1 * math.log2(lr) ** 2 + 0.1 * (math.log2(hp["alpha_res"]) - 1) ** 2 \\
+    + 0.1 * (math.log2(hp["alpha_attn_softmax"]) + 2) ** 2 + 0.001 * cfg["train"]["seed"]
+diverged = lr > 2.0
+os.makedirs(out, exist_ok=True)
+summary = {"final_val_loss": None if diverged else loss, "final_train_loss": loss, "diverged": diverged}
+for key, value in cfg.items():  # the flattened config, as a real summary carries it
+    summary.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f)
+'''
+
+
+def _run(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture()
+def synthetic(tmp_path):
+    work = workflow_copy(tmp_path / "wf")
+    preset = {"analyses": False, "threads_per_cell": 1, "resources": {"gpus": 0},
+              "sweeps": {"search": {"seeds": 2, "blocks": [{
+                  "set": {"parametrization": "umup"},
+                  "staged": {"lr": {"train.lr": LR_GRID},
+                             "hp": {"hp.alpha_res": RES_GRID, "hp.alpha_attn_softmax": SOFTMAX_GRID}}}]}},
+              "figures": {"search_strategies": ["search"]}}
+    (work / "config" / "presets" / "synthetic.yaml").write_text(yaml.safe_dump(preset))
+    (work / "config" / "config.yaml").write_text("preset: synthetic\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "umup-repro"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_TRAIN}")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    return work, env
+
+
+def test_staged_search_dag_grows_stage_by_stage(synthetic):
+    work, env = synthetic
+    lr_cells = len(LR_GRID) * 2  # 2 seeds
+    assert job_counts(_run(work, env, "-n", "all").stdout)["train_cell"] == lr_cells  # stage lr only
+
+    _run(work, env, "--cores", "1", "results/search/search/lr.json")
+    lr = json.loads((work / "results/search/search/lr.json").read_text())
+    assert lr["groups"] == {"0.0": {"train.lr": 1.0}}
+    # stage hp appears in the DAG now that stage lr is decided: each HP value x 2 seeds
+    hp_cells = (len(RES_GRID) + len(SOFTMAX_GRID)) * 2
+    assert job_counts(_run(work, env, "-n", "all").stdout)["train_cell"] == hp_cells
+
+    _run(work, env, "--cores", "2", "all")
+    hp = json.loads((work / "results/search/search/hp.json").read_text())
+    assert hp["groups"] == {"0.0": {"hp.alpha_res": 2.0, "hp.alpha_attn_softmax": 0.25}}
+    table = pd.read_csv(work / "results/tables/search.csv")
+    assert set(table["search.stage"]) == {"lr", "hp", "combined"}
+    assert (table[table["search.stage"] == "hp"]["train.lr"] == 1.0).all()  # at stage lr's argmin
+    combined = table[table["search.stage"] == "combined"]
+    assert len(combined) == 2  # two seeds
+    assert (combined["train.lr"] == 1.0).all() and (combined["hp.alpha_res"] == 2.0).all()
+    assert (combined["hp.alpha_attn_softmax"] == 0.25).all()
+    assert set(table["seeds_n"]) == {2}
+    assert (work / "figures/search_strategies.png").is_file()
+    curves = pd.read_csv(work / "results/tables/figures/search_strategies.csv")
+    assert list(curves["stage"].drop_duplicates()) == ["lr", "hp", "combined"]
+    assert curves["best_so_far"].iloc[-1] == pytest.approx(3.0)  # the combined run hits the optimum
+
+
+def test_transfer_summary_averages_seed_replicates_and_reports_how_sure_the_optimum_is():
+    from umup_repro.aggregate import transfer_summary
+
+    rows = []
+    for width in (32, 64):
+        for lr in (1.0, 2.0, 4.0):
+            for seed in (0, 1, 2):
+                rows.append({"cell": f"{width}-{lr}-{seed}", "parametrization": "umup", "model.width": width,
+                             "train.lr": lr, "train.seed": seed, "diverged": False,
+                             "final_val_loss": (math.log2(lr) - 1) ** 2 + 0.01 * seed})
+    out = transfer_summary(pd.DataFrame(rows), "s", {"axis": "model.width"})
+    assert list(out["opt_value"]) == [2.0, 2.0]
+    assert out["best_loss"].tolist() == pytest.approx([0.01, 0.01])  # mean of 0, 0.01, 0.02
+    assert out["best_loss_se"].tolist() == pytest.approx([0.01 / math.sqrt(3)] * 2)  # std 0.01 (ddof 1) / √3
+    assert list(out["seeds_n"]) == [3, 3] and list(out["optimum_share"]) == [1.0, 1.0]
