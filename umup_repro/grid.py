@@ -31,7 +31,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
@@ -259,9 +259,9 @@ def expand_sweep(name: str, spec: Mapping[str, Any], defaults: Mapping[str, Any]
                 if cid not in cells:
                     cells[cid] = Cell(name, cid, config, kind, len(cells), axis, res, stage, group)
                 elif stage == "combined":
-                    aliases.append(Cell(name, cid, config, kind, len(cells) + len(aliases), axis, res, stage,
-                                        group, alias=True))
-    return list(cells.values()) + aliases
+                    aliases.append(Cell(name, cid, config, kind, -1, axis, res, stage, group, alias=True))
+    # aliases last, numbered on after every cell, so `search.index` stays unique within the sweep
+    return list(cells.values()) + [replace(a, search_index=len(cells) + i) for i, a in enumerate(aliases)]
 
 
 def expand_preset(config: Mapping[str, Any] | str, sweeps: Optional[list[str]] = None,

@@ -126,7 +126,8 @@ def decide(cells: list[Cell], stage: str, losses: Mapping[str, float | None],
                 candidates.setdefault(flatten_config(c.config)[key], []).append(losses[c.id])
             best, means = choose(candidates, default_of[key])
             chosen[key] = best
-            rows += [{"stage": stage, "group": group, "key": key, "value": v, "mean_loss": m,
+            rows += [{"stage": stage, "group": group, "key": key, "value": v,
+                      "mean_loss": m if math.isfinite(m) else None, "diverged": not math.isfinite(m),
                       "n": len(candidates[v]), "chosen": v == best} for v, m in means.items()]
         groups[group] = chosen
     return groups, rows

@@ -95,7 +95,7 @@ def search_strategies(df: pd.DataFrame, out) -> pd.DataFrame:
         ax.set_title(param_label(v), pad=12)
         ax.set_xlabel("number of runs")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        ax.legend(fontsize=6.5, loc="upper right", framealpha=0.85)
+        ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
     if not variants:
         empty_panel(axes[0], "no runs in the tables")
     axes[0].set_ylabel("best validation loss so far")
@@ -131,6 +131,7 @@ def transfer_error(table: pd.DataFrame, out) -> pd.DataFrame:
         for r in g.itertuples():
             m[keys.index(r.hp_a), keys.index(r.hp_b)] = r.transfer_error
         image = ax.imshow(m, cmap="magma_r", vmin=0, vmax=max(vmax, 1e-9))
+        ax.grid(False)
         for i in range(len(keys)):
             for j in range(len(keys)):
                 if np.isfinite(m[i, j]):
