@@ -14,6 +14,7 @@ from umup_repro.figures.fp8 import fp8_training
 from umup_repro.figures.hyperparameters import hp_transfer, search_strategies
 from umup_repro.figures.lr_transfer import TRANSFER_AXES, embedding_lr, transfer
 from umup_repro.figures.rms import rms_end, rms_init, rms_training
+from umup_repro.figures.stability_fixes import stability_fixes
 from umup_repro.figures.tables import load_coord_check, load_table
 
 # figure name → (default sweeps, which tables it reads besides the main ones)
@@ -25,6 +26,7 @@ FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "hp_transfer": (("hp_width",), ()),
     "search_strategies": (("search_random", "search_independent"), ()),
     "embedding_lr": (("embedding_lr",), ()),
+    "stability_fixes": (("lr_stability",), ()),
     "rms_init": (("rms",), ("rms",)),
     "rms_training": (("rms",), ("rms",)),
     "rms_end": (("lr_width", "lr_depth", "lr_steps", "lr_batch"), ("rms",)),
@@ -33,7 +35,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 # How each figure that reads only the main table is drawn: draw(main table, out).
-_FROM_MAIN = {"hp_transfer": hp_transfer, "search_strategies": search_strategies, "embedding_lr": embedding_lr}
+_FROM_MAIN = {"hp_transfer": hp_transfer, "search_strategies": search_strategies, "embedding_lr": embedding_lr,
+             "stability_fixes": stability_fixes}
 # Figures that read a long table too: draw(that table, main table, out).
 _FROM_LONG = {"rms_init": ("rms", rms_init), "rms_training": ("rms", rms_training), "rms_end": ("rms", rms_end),
               "fp8_training": ("metrics", fp8_training)}
