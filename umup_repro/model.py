@@ -1,11 +1,12 @@
 """One Llama-style decoder whose layers take the parametrization.
 
-Pre-norm blocks (RMSNorm without parameters, or with trainable gains under `model.norm_gains`) with causal self-attention (RoPE by config) and a
-SwiGLU FFN, no biases, untied embedding and readout. Every weight gets its init std, multiplier
-and LR factor from `parametrization.tensor_rule`; u-μP swaps the plain ops for the unit-scaled
-ones of `ops`. FP8 casts follow `model.fp8_scheme`: `selective` casts the q/k/v and FFN up/gate
-matmuls only (docs/paper.md, FP8: the attention-out and FFN-down inputs stay in high precision),
-`all_hidden` every matmul of the blocks; the embedding and the readout never.
+Pre-norm blocks (RMSNorm without parameters, or with trainable gains under `model.norm_gains`) with
+causal self-attention (RoPE by config) and a SwiGLU FFN, no biases, untied embedding and readout.
+Every weight gets its init std, multiplier and LR factor from `parametrization.tensor_rule`; u-μP
+swaps the plain ops for the unit-scaled ones of `ops`. FP8 casts follow `model.fp8_scheme`:
+`selective` casts the q/k/v and FFN up/gate matmuls only (docs/paper.md, FP8: the attention-out and
+FFN-down inputs stay in high precision), `all_hidden` every matmul of the blocks; the embedding and
+the readout never.
 
 `Tap` modules mark the activations the RMS logging and coordinate checks record (forward hooks
 on them and on every linear layer; see `umup_repro.rms`).
@@ -79,8 +80,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tenso
 
 class RMSNorm(nn.Module):
     """RMSNorm; with a TensorRule it has a trainable per-channel gain (`model.norm_gains`, the
-    standard Llama choice), without one it has no parameters (the paper's fix). The gain's
-    gradient is the true one under every parametrization: Adam ignores a per-tensor scale."""
+    standard Llama choice), without one it has no parameters (the paper's fix). Under u-μP the
+    gain's gradient is the true one times one factor (the unit-scaled ops above it), which Adam
+    ignores, so it needs no unit-scaled op of its own."""
 
     def __init__(self, width: int, rule: TensorRule | None):
         super().__init__()
