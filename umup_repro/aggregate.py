@@ -23,11 +23,12 @@ import pandas as pd
 from umup_repro.atomic import write_text
 from umup_repro.grid import Cell
 from umup_repro.replicates import add_replicate_columns, by_value as replicate_losses, optimum_share, stats
+from umup_repro.stability import with_setting
 
 LOSS = "final_val_loss"
 LONG_TABLES = {"metrics": "metrics.csv", "rms": "rms.csv"}
-TRANSFER_COLUMNS = ["sweep", "group", "axis", "axis_value", "proxy_value", "hp", "opt_value", "opt_log2",
-                    "drift_log2", "best_loss", "loss_at_proxy_opt", "regret", "runs", "diverged",
+TRANSFER_COLUMNS = ["sweep", "group", "setting", "axis", "axis_value", "proxy_value", "hp", "opt_value",
+                    "opt_log2", "drift_log2", "best_loss", "loss_at_proxy_opt", "regret", "runs", "diverged",
                     "best_loss_se", "seeds_n", "optimum_share"]
 
 
@@ -138,16 +139,22 @@ def _hp_slices(table: pd.DataFrame, hp: str) -> Iterable[tuple[str, pd.DataFrame
 def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataFrame:
     """Per group (parametrization, ...), HP and axis value: the optimum, its drift, the regret.
 
+    A group key `setting` (Fig. 2's settings) goes to its own column, empty for other sweeps.
+
     Drift is log2(optimum at the value) − log2(optimum at the proxy value); regret is the loss of
     the run that uses the proxy's optimum at the target value minus the best loss there (inf if
     that run diverged). Optima are grid argmins, so drift is in units of the grid spacing.
     """
     axis, hp = spec["axis"], spec.get("hp", "train.lr")
     group_keys = list(spec.get("group", ["parametrization"]))
+    if "setting" in group_keys:  # Fig. 2's settings, read off the config (umup_repro/stability.py)
+        table = with_setting(table)
     rows = []
     for group, g in table.groupby(group_keys, sort=True, dropna=False):
         group = group if isinstance(group, tuple) else (group,)
-        label = "/".join(str(v) for v in group)
+        named = dict(zip(group_keys, group))
+        setting = named.pop("setting", "")
+        label = "/".join(str(v) for v in named.values())
         for hp_name, h in _hp_slices(g, hp):
             values = sorted(h[axis].map(_numeric).unique())
             proxy = _numeric(spec.get("proxy", values[0]))
@@ -159,7 +166,8 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
                 opt, best = _optimum(by_value[v], hp_name)
                 at_proxy = _loss_at(by_value[v], hp_name, proxy_opt) if proxy_opt is not None else math.nan
                 rows.append({
-                    "sweep": sweep, "group": label, "axis": axis, "axis_value": v, "proxy_value": proxy,
+                    "sweep": sweep, "group": label, "setting": setting, "axis": axis, "axis_value": v,
+                    "proxy_value": proxy,
                     "hp": hp_name, "opt_value": opt, "opt_log2": _log2(opt),
                     "drift_log2": _log2(opt) - _log2(proxy_opt),
                     "best_loss": best, "loss_at_proxy_opt": at_proxy, "regret": at_proxy - best,

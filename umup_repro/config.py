@@ -80,6 +80,9 @@ class ModelConfig(_Section):
     fp8_scheme: Literal["selective", "all_hidden"] = Field(
         "selective", description="matmuls cast to FP8 when FP8 is on: selective (paper's final) or all_hidden"
     )
+    # RMSNorm with a learned per-channel gain (init 1), the standard Llama choice; false keeps the
+    # paper's non-parametric norms, one of its two stability fixes (docs/paper.md, "Stability fixes").
+    norm_gains: bool = Field(False, description="trainable RMSNorm gains (standard Llama); false = the paper's fix")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
@@ -120,6 +123,12 @@ class DataConfig(_Section):
     val_fraction: float = Field(
         0.05, gt=0, lt=1, description="documents carved out (by hash) for validation: wiki_offline, text_files"
     )
+    # Tensor Programs V's setting trains for several epochs over a small corpus: training windows
+    # come from the first train_tokens tokens of the training split only, so a run of
+    # steps·batch·seq_len > train_tokens tokens repeats its data (validation is unchanged).
+    train_tokens: Optional[int] = Field(
+        None, gt=0, description="train on the first N tokens only (data repeats: epochs); null = the whole split"
+    )
 
     @model_validator(mode="after")
     def _files_for_text_files(self) -> "DataConfig":
@@ -135,7 +144,13 @@ class TrainConfig(_Section):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup: int = Field(20, ge=0)
     final_lr_frac: float = Field(0.0, ge=0, le=1)
-    weight_decay: float = Field(0.0, ge=0, description="independent decay: lambda per step at peak LR")
+    weight_decay: float = Field(0.0, ge=0, description="lambda; what one step does with it: weight_decay_form")
+    # docs/paper.md, "Stability fixes": `independent` shrinks every weight by λ per step at the peak
+    # LR whatever η (the paper's fix), `decoupled` by lr·λ (torch's AdamW), `coupled` adds λ·w to
+    # the gradient (L2, torch's Adam). Code: umup_repro/optim.py.
+    weight_decay_form: Literal["coupled", "decoupled", "independent"] = Field(
+        "independent", description="coupled (L2 in the gradient), decoupled (AdamW, lr·λ), independent (λ)"
+    )
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_eps: float = Field(1e-8, gt=0)
@@ -186,6 +201,13 @@ class RunConfig(_Section):
             object.__setattr__(self.train, "lr", DEFAULT_LR[self.parametrization])
         if self.train.emb_lr_rule == "default":
             object.__setattr__(self.train, "emb_lr_rule", DEFAULT_EMB_LR_RULE[self.parametrization])
+        return self
+
+    @model_validator(mode="after")
+    def _train_tokens_hold_a_window(self) -> "RunConfig":
+        if self.data.train_tokens is not None and self.data.train_tokens < self.model.seq_len + 1:
+            raise ValueError(f"data.train_tokens ({self.data.train_tokens}) must hold one window of"
+                             f" model.seq_len + 1 = {self.model.seq_len + 1} tokens")
         return self
 
     @property

@@ -49,7 +49,9 @@ class StepBatches:
     restored global step is the whole loader state."""
 
     def __init__(self, tokens: np.ndarray, config: RunConfig, start: Callable[[], int]):
-        self.tokens, self.config, self.start = tokens, config, start
+        # data.train_tokens (TP-V's setting): windows from the split's first N tokens only, so data repeats
+        self.tokens = tokens[:config.data.train_tokens] if config.data.train_tokens else tokens
+        self.config, self.start = config, start
 
     def __len__(self) -> int:
         return self.config.train.steps

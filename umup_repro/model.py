@@ -1,11 +1,12 @@
 """One Llama-style decoder whose layers take the parametrization.
 
-Pre-norm blocks (RMSNorm without parameters) with causal self-attention (RoPE by config) and a
-SwiGLU FFN, no biases, untied embedding and readout. Every weight gets its init std, multiplier
-and LR factor from `parametrization.tensor_rule`; u-μP swaps the plain ops for the unit-scaled
-ones of `ops`. FP8 casts follow `model.fp8_scheme`: `selective` casts the q/k/v and FFN up/gate
-matmuls only (docs/paper.md, FP8: the attention-out and FFN-down inputs stay in high precision),
-`all_hidden` every matmul of the blocks; the embedding and the readout never.
+Pre-norm blocks (RMSNorm without parameters, or with trainable gains under `model.norm_gains`) with
+causal self-attention (RoPE by config) and a SwiGLU FFN, no biases, untied embedding and readout.
+Every weight gets its init std, multiplier and LR factor from `parametrization.tensor_rule`; u-μP
+swaps the plain ops for the unit-scaled ones of `ops`. FP8 casts follow `model.fp8_scheme`:
+`selective` casts the q/k/v and FFN up/gate matmuls only (docs/paper.md, FP8: the attention-out and
+FFN-down inputs stay in high precision), `all_hidden` every matmul of the blocks; the embedding and
+the readout never.
 
 `Tap` modules mark the activations the RMS logging and coordinate checks record (forward hooks
 on them and on every linear layer; see `umup_repro.rms`).
@@ -72,9 +73,24 @@ class Embedding(nn.Module):
         return y * self.rule.multiplier if self.rule.multiplier != 1.0 else y
 
 
-def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    """RMSNorm without trainable parameters (one of the paper's stability fixes)."""
-    return F.rms_norm(x, (x.shape[-1],), eps=1e-6)
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """RMSNorm, without trainable parameters (one of the paper's stability fixes) unless a gain is given."""
+    return F.rms_norm(x, (x.shape[-1],), weight=weight, eps=1e-6)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm; with a TensorRule it has a trainable per-channel gain (`model.norm_gains`, the
+    standard Llama choice), without one it has no parameters (the paper's fix). Under u-μP the
+    gain's gradient is the true one times one factor (the unit-scaled ops above it), which Adam
+    ignores, so it needs no unit-scaled op of its own."""
+
+    def __init__(self, width: int, rule: TensorRule | None):
+        super().__init__()
+        self.rule = rule
+        self.weight = nn.Parameter(torch.full((width,), rule.init_std)) if rule is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight)
 
 
 class Rotary(nn.Module):
@@ -146,22 +162,26 @@ class Block(nn.Module):
                  use_fp8: bool):
         super().__init__()
         self.unit = unit
+        self.attn_norm = RMSNorm(config.model.width, rules["norm"])
+        self.ffn_norm = RMSNorm(config.model.width, rules["norm"])
         (self.attn_skip, self.attn_branch), (self.ffn_skip, self.ffn_branch) = weights
         self.attn = Attention(config, rules["hidden_d"], unit, use_fp8)
         self.ffn = FFN(config, rules["hidden_d"], rules["hidden_f"], unit, use_fp8)
         self.attn_in, self.attn_resid = Tap(), Tap()
         self.ffn_in, self.ffn_resid = Tap(), Tap()
 
-    def _residual(self, x, branch, norm_tap, skip_w, branch_w):
+    def _residual(self, x, branch, norm, norm_tap, skip_w, branch_w):
         if self.unit:
             branch_in, skip = ops.residual_split(x, skip_w, branch_w)
-            return ops.residual_add(branch(norm_tap(rms_norm(branch_in))), skip, skip_w, branch_w)
-        out = branch(norm_tap(rms_norm(x)))
+            return ops.residual_add(branch(norm_tap(norm(branch_in))), skip, skip_w, branch_w)
+        out = branch(norm_tap(norm(x)))
         return x + (out * branch_w if branch_w != 1.0 else out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn_resid(self._residual(x, self.attn, self.attn_in, self.attn_skip, self.attn_branch))
-        return self.ffn_resid(self._residual(x, self.ffn, self.ffn_in, self.ffn_skip, self.ffn_branch))
+        x = self.attn_resid(self._residual(x, self.attn, self.attn_norm, self.attn_in, self.attn_skip,
+                                           self.attn_branch))
+        return self.ffn_resid(self._residual(x, self.ffn, self.ffn_norm, self.ffn_in, self.ffn_skip,
+                                             self.ffn_branch))
 
 
 class Decoder(nn.Module):
@@ -182,6 +202,7 @@ class Decoder(nn.Module):
         block_rules = {
             "hidden_d": rule("hidden", m.width, m.width, True),  # q, k, v, out, up, gate
             "hidden_f": rule("hidden", m.ffn_width, m.width, True),  # down
+            "norm": rule("norm_gain", m.width, m.width, True) if m.norm_gains else None,  # the blocks' gains
         }
         weights = residual_weights(p, m.depth, hp)
         self.embedding = Embedding(m.vocab_size, m.width, rule("embedding", m.vocab_size, m.width, False),
@@ -189,6 +210,7 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(
             Block(config, weights[2 * i: 2 * i + 2], block_rules, self.unit, use_fp8) for i in range(m.depth)
         )
+        self.out_norm = RMSNorm(m.width, rule("norm_gain", m.width, m.width, False) if m.norm_gains else None)
         self.final_norm = Tap()
         self.readout = Linear(m.width, m.vocab_size, rule("readout", m.width, m.vocab_size, False),
                               unit=self.unit, readout=True)
@@ -198,7 +220,7 @@ class Decoder(nn.Module):
         x = self.embedding(ids)
         for block in self.blocks:
             x = block(x)
-        return self.readout(self.final_norm(rms_norm(x)))
+        return self.readout(self.final_norm(self.out_norm(x)))
 
     def loss_from_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.unit:
@@ -214,7 +236,7 @@ class Decoder(nn.Module):
         return {
             f"{name}.weight": module.rule.lr_factor
             for name, module in self.named_modules()
-            if isinstance(module, (Linear, Embedding))
+            if isinstance(module, (Linear, Embedding)) or (isinstance(module, RMSNorm) and module.weight is not None)
         }
 
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-ROLES = ("embedding", "hidden", "readout", "norm")
+ROLES = ("embedding", "hidden", "readout", "norm", "norm_gain")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,13 @@ def _const(value: float) -> Callable[[Shape], float]:
 
 # Norms have no trainable parameters in any parametrization (one of the paper's stability fixes).
 _NORM = Rule(_const(1.0), _const(1.0), _const(0.0), trainable=False)
+# A trainable RMSNorm gain (`model.norm_gains`, the standard-Llama setting of Fig. 2): init 1, no
+# multiplier, Adam LR factor 1 before the depth factor, in every parametrization. Sources: μP's
+# table for Adam (Tensor Programs V, Table 3: vector-like parameters such as gains and biases keep
+# LR Θ(1) in width); u-μP: the library's `optim.lr_scale_func_adam` gives mup_type "norm" and
+# "bias" only the depth factor `lr_scale_for_depth`, and `_modules.RMSNorm` inits the gain to ones.
+# The depth factor is applied by `tensor_rule` to gains inside the residual blocks, as to weights.
+_NORM_GAIN = Rule(_const(1.0), _const(1.0), _const(1.0))
 
 RULES: dict[str, dict[str, Rule]] = {
     "sp": {
@@ -72,6 +79,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "hidden": Rule(lambda s: s.hp["sigma_init"] / math.sqrt(s.fan_in), _const(1.0), _const(1.0)),
         "readout": Rule(lambda s: s.hp["sigma_init"] / math.sqrt(s.fan_in), _const(1.0), _const(1.0)),
         "norm": _NORM,
+        "norm_gain": _NORM_GAIN,
     },
     "mup": {
         "embedding": Rule(
@@ -88,12 +96,14 @@ RULES: dict[str, dict[str, Rule]] = {
             _const(1.0),
         ),
         "norm": _NORM,
+        "norm_gain": _NORM_GAIN,
     },
     "umup": {
         "embedding": Rule(_const(1.0), _const(1.0), lambda s: 1 / math.sqrt(s.fan_out)),
         "hidden": Rule(_const(1.0), lambda s: 1 / math.sqrt(s.fan_in), lambda s: 1 / math.sqrt(s.fan_in)),
         "readout": Rule(_const(1.0), lambda s: 1 / s.fan_in, _const(1.0)),
         "norm": _NORM,
+        "norm_gain": _NORM_GAIN,
     },
 }
 

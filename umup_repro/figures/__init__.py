@@ -10,7 +10,9 @@ Where each figure is drawn:
 - `rms`: per-tensor RMS at initialisation, during and at the end of training (`rms_init`,
   `rms_training`, `rms_end`),
 - `fp8`: training curves with and without FP8 (`fp8_training`),
-- `coord_check_plot`: activation RMS vs width after each Adam step (`coord_check`);
+- `coord_check_plot`: activation RMS vs width after each Adam step (`coord_check`),
+- `stability_fixes`: paper Fig. 2, μP's LR transfer in TP-V's setting, standard Llama and Llama
+  with the two stability fixes (`stability_fixes`);
 
 with what they share: `tables` (reading the aggregated tables under `results/tables/`, layout in
 docs/design.md), `style` (labels, colours, log2 axes, markers, saving PDF + PNG atomically),
@@ -36,6 +38,7 @@ from umup_repro.figures.lr_transfer import (TRANSFER_AXES, embedding_lr, transfe
 from umup_repro.figures.registry import FIGURES, main, plot, tables_needed
 from umup_repro.figures.rms import rms_end, rms_init, rms_training
 from umup_repro.figures.search import search_curves, search_strategies, transfer_error
+from umup_repro.figures.stability_fixes import stability_fixes
 from umup_repro.figures.tables import load_coord_check, load_table, prepare, tensor_type
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "rms_training",
     "search_curves",
     "search_strategies",
+    "stability_fixes",
     "tables_needed",
     "tensor_type",
     "transfer",

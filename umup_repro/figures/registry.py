@@ -15,6 +15,7 @@ from umup_repro.figures.hyperparameters import hp_transfer
 from umup_repro.figures.lr_transfer import TRANSFER_AXES, embedding_lr, transfer
 from umup_repro.figures.rms import rms_end, rms_init, rms_training
 from umup_repro.figures.search import search_strategies, transfer_error
+from umup_repro.figures.stability_fixes import stability_fixes
 from umup_repro.figures.tables import load_coord_check, load_table
 
 # figure name → (default sweeps, which tables it reads besides the main ones)
@@ -27,6 +28,7 @@ FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "search_strategies": (("search_random", "search_staged"), ()),
     "transfer_error": (("hp_pairs",), ()),  # reads transfer_error.csv (umup-repro transfer-error)
     "embedding_lr": (("embedding_lr",), ()),
+    "stability_fixes": (("lr_stability",), ()),
     "rms_init": (("rms",), ("rms",)),
     "rms_training": (("rms",), ("rms",)),
     "rms_end": (("lr_width", "lr_depth", "lr_steps", "lr_batch"), ("rms",)),
@@ -35,7 +37,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 # How each figure that reads only the main table is drawn: draw(main table, out).
-_FROM_MAIN = {"hp_transfer": hp_transfer, "search_strategies": search_strategies, "embedding_lr": embedding_lr}
+_FROM_MAIN = {"hp_transfer": hp_transfer, "search_strategies": search_strategies, "embedding_lr": embedding_lr,
+             "stability_fixes": stability_fixes}
 # Figures that read a long table too: draw(that table, main table, out).
 _FROM_LONG = {"rms_init": ("rms", rms_init), "rms_training": ("rms", rms_training), "rms_end": ("rms", rms_end),
               "fp8_training": ("metrics", fp8_training)}
