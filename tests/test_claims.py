@@ -157,3 +157,21 @@ def test_cli_writes_table_figure_and_page(tmp_path):
     assert fig.stat().st_size > 0 and fig.with_suffix(".png").stat().st_size > 0
     text = page.read_text()
     assert text.count("| holds |") == len(CLAIMS)
+
+
+def test_settings_in_the_group_label_and_searches_in_one_table(tmp_path):
+    # the stability-fix settings may come as part of the group label (`mup/llama`), and the
+    # default setting's rows of lr_width must still give the width claim
+    ts = (_drift("lr_width", "umup/llama_fixes", "model.width", [(64, 0), (256, 0)])
+          + _drift("lr_width", "mup/llama_fixes", "model.width", [(64, 0), (256, 1)])
+          + _drift("lr_width", "mup/llama", "model.width", [(64, 0), (256, 3)]))
+    _write(tmp_path, "transfer_summary.csv", ts)
+    # random and staged independent runs in one table, told apart by search.kind
+    runs = [_run("umup", 3.29, **{"search.kind": "random", "search.stage": None, "train.lr": 1.0}),
+            _run("umup", 3.50, **{"search.kind": "independent", "search.stage": "lr", "train.lr": 2.0}),
+            _run("umup", 3.30, **{"search.kind": "independent", "search.stage": "combined", "train.lr": 4.0})]
+    _write(tmp_path, "search_independent.csv", runs)
+    card = scorecard(tmp_path).set_index("claim")["verdict"]
+    assert card["u-μP's optimal η drifts less across width than μP's and SP's"] == HOLDS
+    assert card["The stability fixes make μP's η transfer across width"] == HOLDS
+    assert card["u-μP's independent search ≈ random search"] == HOLDS

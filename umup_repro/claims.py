@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from umup_repro.figures.tables import LOSS, prepare
+from umup_repro.figures.tables import prepare
+from umup_repro.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as _margin
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 
@@ -43,7 +44,6 @@ E5M2_MIN_NORMAL = 2.0**-14  # gradients below it lose precision (subnormal) or f
 # Independent search ≈ random search: within 1% of the random search's best loss (the paper's
 # u-μP LR-only sweep is 0.2% from random search: 3.287 vs 3.281).
 SEARCH_TOLERANCE = 0.01
-NOISE_SIGMAS = 2.0  # a loss difference smaller than 2 combined standard errors is not resolved
 
 _LABEL = {"sp": "SP", "mup": "μP", "umup": "u-μP"}
 RMS_END_AXIS_LABEL = {"train.lr": "η", "model.width": "width", "model.depth": "depth", "train.steps": "steps",
@@ -68,60 +68,6 @@ def _read(tables: Path, rel: str, only: set[str] | None) -> pd.DataFrame | None:
     return df if len(df) else None
 
 
-def _find_column(df: pd.DataFrame, *needles: str, exclude: tuple[str, ...] = ()) -> str | None:
-    """The first column whose lower-cased name contains all `needles` and none of `exclude`."""
-    for col in df.columns:
-        name = col.lower()
-        if all(n in name for n in needles) and not any(e in name for e in exclude):
-            return col
-    return None
-
-
-def loss_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean final validation loss, its standard error and the number of seeds per `keys`.
-
-    Reads either per-seed rows (pooled here: mean, std/√n) or a table already aggregated over
-    seeds, found by its columns (`final_val_loss_mean`/`_sem`/`n_seeds` or alike). Diverged runs
-    count as missing; a key whose every seed diverged has a NaN loss. sem is NaN without replicates.
-    """
-    df = df.copy()
-    mean_col = _find_column(df, LOSS, "mean")
-    sem_col = (_find_column(df, LOSS, "sem") or _find_column(df, LOSS, "stderr")
-               or _find_column(df, LOSS, "std_err") or _find_column(df, "loss", "sem"))
-    n_col = _find_column(df, "n_seed") or _find_column(df, "seeds", exclude=("train.",)) or _find_column(
-        df, "replicates")
-    if mean_col is not None:
-        df[LOSS] = df[mean_col]
-    df = prepare(df)
-    keys = [k for k in keys if k in df]
-    if sem_col is not None:
-        out = df[keys].copy()
-        out["loss"] = df["loss"]
-        out["sem"] = pd.to_numeric(df[sem_col], errors="coerce")
-        out["n"] = pd.to_numeric(df[n_col], errors="coerce") if n_col else np.nan
-        return out.groupby(keys, as_index=False, dropna=False).first() if keys else out
-    g = df.groupby(keys, dropna=False)["loss"] if keys else df.groupby(lambda _: 0)["loss"]
-    out = g.agg(loss="mean", std="std", n="count").reset_index()
-    out["sem"] = np.where(out["n"] >= 2, out["std"] / np.sqrt(out["n"].clip(lower=1)), np.nan)
-    return out.drop(columns=["std"])
-
-
-def best_per(stats: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per `by`: the row with the lowest mean loss (its η, loss, sem, n)."""
-    ok = stats[stats["loss"].notna()]
-    if ok.empty:
-        return ok
-    return ok.loc[ok.groupby(by, dropna=False)["loss"].idxmin()].reset_index(drop=True)
-
-
-def _margin(*sems: float) -> float:
-    """NOISE_SIGMAS × combined standard error; 0 where any side has no replicates."""
-    vals = [float(s) for s in sems]
-    if not vals or any(not math.isfinite(s) for s in vals):
-        return 0.0
-    return NOISE_SIGMAS * math.sqrt(sum(s * s for s in vals))
-
-
 def _fmt(x: float, nd: int = 3) -> str:
     return "–" if x is None or not math.isfinite(float(x)) else f"{float(x):.{nd}f}"
 
@@ -130,13 +76,28 @@ def _pm(sem: float) -> str:
     return f" ± {_fmt(sem)}" if sem is not None and math.isfinite(float(sem)) else ""
 
 
+SETTINGS = ("tpv", "llama", "llama_fixes")  # the stability-fix experiment's settings (paper Fig. 2)
+
+
+def with_setting(ts: pd.DataFrame) -> pd.DataFrame:
+    """transfer_summary rows with a `setting` column (its own, or a part of the `group` label such
+    as `mup/llama`) and `group` without the setting part."""
+    ts = ts.copy()
+    parts = ts["group"].astype(str).str.split("/")
+    from_group = parts.map(lambda ps: next((p for p in ps if p in SETTINGS), None))
+    if "setting" not in ts:
+        ts["setting"] = from_group
+    ts["group"] = parts.map(lambda ps: "/".join(p for p in ps if p not in SETTINGS))
+    return ts
+
+
 def _drift_rows(ts: pd.DataFrame | None, sweep: str) -> pd.DataFrame:
-    """transfer_summary rows of one sweep's LR transfer, plain groups (the parametrization only),
-    without the stability-fix settings other than the default one."""
+    """transfer_summary rows of one sweep's LR transfer, in the default setting (all our sweeps
+    use the stability fixes) where the sweep has several."""
     if ts is None:
-        return pd.DataFrame()
-    rows = ts[(ts["sweep"] == sweep) & (ts["hp"] == "train.lr")]
-    if "setting" in rows and rows["setting"].nunique(dropna=True) > 1:
+        return pd.DataFrame(columns=["group", "axis_value", "drift_log2"])
+    rows = with_setting(ts[(ts["sweep"] == sweep) & (ts["hp"] == "train.lr")])
+    if rows["setting"].nunique(dropna=True) > 1 or rows["setting"].notna().all():
         plain = rows[rows["setting"].isna() | (rows["setting"].astype(str) == "llama_fixes")]
         rows = plain if len(plain) else rows
     return rows
@@ -291,13 +252,22 @@ def claim_rms_end(t) -> tuple[str, str]:
 
 
 def claim_search(t) -> tuple[str, str]:
-    rnd, ind = t["search_random.csv"], t["search_independent.csv"]
-    if rnd is None or ind is None:
+    tables = [df.assign(_source=name) for name, df in (("random", t["search_random.csv"]),
+                                                        ("independent", t["search_independent.csv"])) if df is not None]
+    if not tables:
         return "", NOT_MEASURED
+    runs = prepare(pd.concat(tables, ignore_index=True))
+    runs = runs[runs["variant"] == "umup"]
+    # a run is random or independent (LR, HP or combined stage) by its search.kind, else by its table
+    if "search.kind" in runs:
+        strategy = np.where(runs["search.kind"].astype(str) == "random", "random", "independent")
+    else:
+        strategy = runs["_source"].to_numpy()
     best = {}
-    for name, df in (("random", rnd), ("independent", ind)):
-        rows = prepare(df)
-        rows = rows[rows["variant"] == "umup"]
+    for name in ("random", "independent"):
+        rows = runs[strategy == name]
+        if rows.empty:
+            return "", NOT_MEASURED
         stats = loss_stats(rows, [c for c in rows.columns if c.startswith(("train.", "hp.", "model."))
                                   and c != "train.seed" and rows[c].nunique(dropna=False) > 1])
         if stats["loss"].notna().sum() == 0:
@@ -324,13 +294,13 @@ def claim_transfer_error(t) -> tuple[str, str]:
 
 def claim_stability_fixes(t) -> tuple[str, str]:
     ts = t["transfer_summary.csv"]
-    if ts is None or "setting" not in ts:
+    if ts is None:
         return "", NOT_MEASURED
-    rows = ts[(ts["hp"] == "train.lr") & (ts["axis"] == "model.width")
-              & (ts["group"].astype(str).str.split("/").str[0] == "mup")]
+    ts = with_setting(ts)
+    rows = ts[(ts["hp"] == "train.lr") & (ts["axis"] == "model.width") & (ts["group"] == "mup")]
     drift = {}
     for setting in ("llama", "llama_fixes"):
-        d = drift_at_largest(rows[rows["setting"] == setting].assign(group="mup")).get("mup", float("nan"))
+        d = drift_at_largest(rows[rows["setting"] == setting]).get("mup", float("nan"))
         if not math.isfinite(d):
             return "", NOT_MEASURED
         drift[setting] = d
@@ -404,4 +374,4 @@ def scorecard(tables: str | os.PathLike = "results/tables", only: Iterable[str] 
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-__all__ = ["CLAIMS", "COLUMNS", "FAILS", "HOLDS", "INPUTS", "NOT_MEASURED", "best_per", "loss_stats", "scorecard"]
+__all__ = ["CLAIMS", "COLUMNS", "FAILS", "HOLDS", "INPUTS", "NOT_MEASURED", "scorecard"]
