@@ -327,7 +327,7 @@ CLAIMS: list[tuple[str, str, str, str, Callable]] = [
     ("u-μP's optimal η transfers across training steps", "optimum stable across 8192…32768 steps",
      f"|drift u-μP| ≤ {MAX_DRIFT_LOG2:g} (log2) at the most steps",
      "transfer_summary.csv (lr_steps); figures/transfer_steps", _axis_drift("lr_steps")),
-    ("u-μP-FP8 is within 1% of u-μP in FP32", "width 4096: 2.84 vs 2.82 (+0.8%)",
+    ("u-μP-FP8 is within 1% of u-μP in FP32", "width 4096: 2.84 vs 2.82 (under 1%)",
      f"(FP8 − FP32)/FP32 ≤ {FP8_TOLERANCE:.0%} + noise, best η each, largest width",
      "fp8.csv; figures/fp8_training", claim_umup_fp8),
     ("μP-FP8 degrades", "width 4096: 6.75 vs 2.90 (fails to train)",

@@ -30,7 +30,8 @@ def draw(card: pd.DataFrame, out: str | os.PathLike) -> None:
 
     cells = [[_wrap(row[c], w) for c, _, w, _ in _FIGURE_COLUMNS] for _, row in card.iterrows()]
     lines = [max(cell.count("\n") + 1 for cell in row) for row in cells]
-    height = 0.6 + 0.19 * (sum(lines) + 2 * len(lines))
+    rows_height = sum(lines) + 1.2 * len(lines) + 2.2  # text lines + padding, header included
+    height = 0.5 + 0.17 * rows_height
     fig = new_figure(figsize=(15, height))
     fig.set_layout_engine("none")
     ax = fig.add_axes([0, 0, 1, 1])
@@ -41,7 +42,7 @@ def draw(card: pd.DataFrame, out: str | os.PathLike) -> None:
                      colWidths=[r / total for *_, r in _FIGURE_COLUMNS], loc="upper center", cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(7.5)
-    unit = 1.0 / (sum(lines) + 2 * len(lines) + 2)
+    unit = 1.0 / rows_height
     for (i, j), cell in table.get_celld().items():
         n = 1 if i == 0 else lines[i - 1] if i - 1 < len(lines) else 1
         cell.set_height(unit * (n + 1.2))
