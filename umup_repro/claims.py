@@ -369,7 +369,7 @@ def scorecard(tables: str | os.PathLike = "results/tables", only: Iterable[str] 
             measured, verdict = measure(loaded)
         except (KeyError, ValueError, IndexError) as err:  # a table without the columns it needs
             measured, verdict = f"({type(err).__name__}: {err})", NOT_MEASURED
-        rows.append({"claim": claim, "paper_value": paper, "measured": measured or "–", "threshold": threshold,
+        rows.append({"claim": claim, "paper_value": paper, "measured": measured or "– (its tables are absent or hold no such runs)", "threshold": threshold,
                      "verdict": verdict, "evidence": evidence})
     return pd.DataFrame(rows, columns=COLUMNS)
 
