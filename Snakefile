@@ -28,6 +28,7 @@ include: "workflow/rules/search.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/analyses.smk"
+include: "workflow/rules/claims.smk"  # last: it depends on tables the rules above make
 
 
 rule all:

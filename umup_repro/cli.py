@@ -66,6 +66,12 @@ def _plot(args: argparse.Namespace) -> int:
     return plot_main(args)
 
 
+def _claims(args: argparse.Namespace) -> int:
+    from umup_repro.scorecard import main as claims_main
+
+    return claims_main(args)
+
+
 def _bench_dag(args: argparse.Namespace) -> int:
     from umup_repro.bench_dag import main as bench_dag_main
 
@@ -189,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="figure PDF (default figures/NAME.pdf); the PNG lands next to it")
     p.add_argument("--data", default=None, help="also write what the figure plots as CSV")
     p.set_defaults(func=_plot)
+
+    p = sub.add_parser("claims", help="the replication scorecard: each claim of the paper, measured, with a verdict")
+    p.add_argument("--tables", default="results/tables", help="folder of the aggregated tables")
+    p.add_argument("--inputs", nargs="*", default=None,
+                   help="read only these tables (paths; what the Snakemake rule depends on); default: all found")
+    p.add_argument("--out", default="results/tables/claims.csv", help="the scorecard table (CSV)")
+    p.add_argument("--figure", default=None, help="also draw the scorecard figure (PDF; PNG next to it)")
+    p.add_argument("--page", default=None, help="also write the scorecard as a markdown page")
+    p.set_defaults(func=_claims)
     return parser
 
 

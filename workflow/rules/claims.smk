@@ -1,0 +1,36 @@
+# Tables -> the replication scorecard (umup_repro/claims.py): results/tables/claims.csv, the figure
+# figures/claims.{pdf,png} and the page figures/claims.md. It depends on those of its tables
+# (claims.INPUTS) that this preset's DAG makes; a claim whose tables are not made is `not measured`.
+# Included last, so that every rule producing a table is known here.
+
+from umup_repro.claims import INPUTS as CLAIM_TABLES
+
+
+def _made_by_dag(path):
+    """Whether a rule of this workflow writes `path` (a sweep table, or a fixed output path)."""
+    rel = os.path.relpath(path, "results/tables")
+    if rel.endswith(".csv") and os.sep not in rel and rel[:-4] in CELLS:
+        return True
+    return any(str(f) == path for r in workflow.rules for f in r.output)
+
+
+CLAIM_INPUTS = [p for p in (f"results/tables/{rel}" for rel in CLAIM_TABLES) if _made_by_dag(p)]
+
+
+rule claims:
+    input:
+        CLAIM_INPUTS,
+    output:
+        table="results/tables/claims.csv",
+        pdf="figures/claims.pdf",
+        png="figures/claims.png",
+        page="figures/claims.md",
+    log:
+        "results/logs/figures/claims.log",
+    localrule: True
+    shell:
+        "umup-repro claims --tables results/tables --inputs {input} --out {output.table}"
+        " --figure {output.pdf} --page {output.page} > {log} 2>&1"
+
+
+ALL_TARGETS.extend(["results/tables/claims.csv", "figures/claims.pdf"])
