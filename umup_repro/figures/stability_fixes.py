@@ -23,10 +23,11 @@ def stability_fixes(df: pd.DataFrame, out) -> pd.DataFrame:
     rows_out = []
     for r, variant in enumerate(variants):
         in_row = df[df["variant"] == variant]
-        ylim = loss_ylim(in_row["loss"])  # one y-range per row: the settings compare at a glance
         for c, setting in enumerate(settings):
             ax = grid[r, c]
-            rows = loss_panel(ax, in_row[in_row["setting"] == setting], ylim, x="train.lr", line="model.width",
+            # one y-range per panel: TP-V's repeated data puts its validation loss far from the others'
+            panel = in_row[in_row["setting"] == setting]
+            rows = loss_panel(ax, panel, loss_ylim(panel["loss"]), x="train.lr", line="model.width",
                               line_name="width")
             ax.set_title(f"{param_label(variant)}: {SETTING_LABELS[setting]}", fontsize=8)
             if rows:
