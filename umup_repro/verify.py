@@ -33,7 +33,8 @@ def read_summary(path: Path, cell: str) -> dict[str, Any]:
         if summary.get(key) != cell:
             raise ReadBackError(f"{path}: its {key} is {summary.get(key)!r}, not the folder's cell {cell}; {fix}")
     steps = summary.get("steps_done")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0 or not isinstance(summary.get("diverged"), bool):
+    if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
+            or not isinstance(summary.get("diverged"), bool)):
         raise ReadBackError(f"{path}: steps_done or diverged missing or invalid; {fix}")
     return summary
 
