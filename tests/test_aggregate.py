@@ -51,7 +51,8 @@ def fake_run(folder, cell, loss, steps=3):
     (folder / "metrics.csv").write_text("step,tokens,train_loss,val_loss,lr\n"
                                         + "".join(f"{s},{s * 8},{loss + 1},,0.1\n" for s in range(steps)))
     (folder / "rms.csv").write_text("step,tensor,kind,rms\n0,embedding,weight,1.0\n")
-    summary = {"cell": cell.id, "sweep": cell.sweep, "final_val_loss": loss, "diverged": False,
+    summary = {"cell": cell.id, "config_hash": cell.id, "sweep": cell.sweep, "final_val_loss": loss,
+               "diverged": False, "steps_done": steps - 1,
                "versions": {"torch": "x"}, **{"train.lr": cell.config.train.lr}}
     (folder / "summary.json").write_text(json.dumps(summary))
 

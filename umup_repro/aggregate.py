@@ -24,6 +24,7 @@ from umup_repro.atomic import write_text
 from umup_repro.grid import Cell
 from umup_repro.replicates import add_replicate_columns, by_value as replicate_losses, optimum_share, stats
 from umup_repro.stability import with_setting
+from umup_repro.verify import ReadBackError, check_tables, read_summary
 
 LOSS = "final_val_loss"
 LONG_TABLES = {"metrics": "metrics.csv", "rms": "rms.csv"}
@@ -56,11 +57,7 @@ def _long_table(cells: Iterable[Cell], runs: Path, filename: str) -> str:
     header = None
     for cell in cells:
         path = run_dir(runs, cell) / filename
-        if not path.is_file():
-            continue
-        lines = path.read_text(encoding="utf-8").splitlines()
-        if not lines:
-            continue
+        lines = path.read_text(encoding="utf-8").splitlines()  # checked by verify.check_tables
         if header is None:
             header = lines[0]
             out.write(f"cell,{header}\n")
@@ -79,8 +76,13 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
     if missing:
         raise MissingRunsError(f"sweep {sweep}: {len(missing)} of {len(cells)} cells have no summary.json"
                                f" under {runs / sweep} (first: {', '.join(missing[:3])})")
-    rows = [summary_row(c, json.loads((run_dir(runs, c) / "summary.json").read_text(encoding="utf-8")))
-            for c in cells]
+    rows = []
+    for c in cells:  # each run read back and checked: summary of this cell, one metrics row per step
+        summary = read_summary(run_dir(runs, c) / "summary.json", c.id)
+        check_tables(run_dir(runs, c), summary)
+        if summary["diverged"]:  # (summaries written before diverged runs had no final loss)
+            summary = {**summary, LOSS: None}
+        rows.append(summary_row(c, summary))
     table = add_replicate_columns(pd.DataFrame(rows), cells)
     for kind, filename in LONG_TABLES.items():
         write_text(tables / kind / f"{sweep}.csv", _long_table([c for c in cells if not c.alias], runs, filename))
@@ -213,7 +215,7 @@ def main(args) -> int:
             table = aggregate_sweep(cells, args.runs, args.tables)
             print(f"{Path(args.tables) / (sweep + '.csv')}: {len(table)} cells,"
                   f" {int(table['diverged'].astype(bool).sum())} diverged")
-    except (PresetError, ConfigError, MissingRunsError) as err:
+    except (PresetError, ConfigError, MissingRunsError, ReadBackError) as err:
         print(f"umup-repro aggregate: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -37,3 +37,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file another library wrote (a checkpoint) to disk, before it is renamed onto its target."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())

@@ -42,8 +42,10 @@ def fake_run_folder(folder: Path, cell, steps: int = 8192, every: int = 512, ten
     (folder / "rms.csv").write_text("step,tensor,kind,rms\n" + "".join(
         f"{s},blocks.{t // 10}.t{t % 10},{k},{1 + 0.01 * t:.6f}\n"
         for s in points for t in range(tensors) for k in ("weight", "activation", "grad")))
-    summary = {"cell": cell.id, "sweep": cell.sweep, "final_train_loss": 3.0, "final_val_loss": 3.1,
-               "diverged": False, "steps_done": steps, "wall_seconds": 3600.0, "tokens_per_second": 1e5,
+    # steps_done = rows - 1, as the aggregation checks (a real run has a metrics row per step).
+    summary = {"cell": cell.id, "config_hash": cell.id, "sweep": cell.sweep, "final_train_loss": 3.0,
+               "final_val_loss": 3.1, "diverged": False, "steps_done": len(points) - 1, "wall_seconds": 3600.0,
+               "tokens_per_second": 1e5,
                "device": "NVIDIA H100", "versions": {"torch": "2.13.0"}, "git_commit": "0" * 40,
                **flatten_config(cell.config)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import collections
 import statistics
+import sys
 import time
 
 import torch
 import yaml
 
-from umup_repro import data
-from umup_repro.config import config_to_dict, resolve_config
+from umup_repro import data, safe_yaml
+from umup_repro.config import ConfigError, config_to_dict, resolve_config
 
 REQUIRED_RATIO = 100.0
 
@@ -30,8 +31,16 @@ def main(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects key=value, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    config = resolve_config({"model": {"width": 256, "depth": 4}}, **overrides)
+        try:
+            overrides[key] = safe_yaml.load(value)
+        except yaml.YAMLError as err:
+            print(f"umup-repro bench-data: error: --set {item!r}: not valid YAML: {err}", file=sys.stderr)
+            return 2
+    try:
+        config = resolve_config({"model": {"width": 256, "depth": 4}}, **overrides)
+    except ConfigError as err:
+        print(f"umup-repro bench-data: error: {err}", file=sys.stderr)
+        return 2
     d, m, t = config.data, config.model, config.train
 
     before = collections.Counter(data.BUILD_COUNTS)

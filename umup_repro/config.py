@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Literal, Optional
+import re
+from typing import Any, Literal, Optional, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -53,22 +54,59 @@ DEFAULT_EMB_LR_RULE = {"sp": "constant", "mup": "constant", "umup": "inv_sqrt_fa
                        "umup_fp8": "inv_sqrt_fan_out"}
 
 
+def coercion_problem(annotation: Any, value: Any) -> Optional[str]:
+    """Why `value` must not be coerced into a field of type `annotation` (None if it may):
+    numbers must be numbers (not booleans, not strings), booleans must be booleans."""
+    kinds = set(get_args(annotation)) or {annotation}
+    if bool in kinds and not isinstance(value, bool):
+        return "must be true or false"
+    if kinds & {int, float} and (isinstance(value, (bool, str)) or not isinstance(value, (int, float))):
+        return "must be a valid integer" if float not in kinds else "must be a number"
+    return None
+
+
+# Size bounds: far above any run this pipeline can train (the paper's largest is width 4096),
+# low enough that an absurd shape is refused naming its field instead of exhausting memory.
+MAX_WIDTH, MAX_DEPTH, MAX_VOCAB, MAX_SEQ_LEN = 2**16, 1024, 2**20, 2**20
+MAX_STEPS, MAX_BATCH, MAX_TOKENS_PER_STEP = 2**31, 2**20, 2**24
+
+
 class ConfigError(ValueError):
     """A config that cannot be run; the message names the field and what is allowed."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: an infinite LR or bound would train and then fail writing JSON; and no
+    # coercion of booleans or strings into numbers (`width: true` is not 1): see `_no_coercion`.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if field is None or value is None:
+                    continue
+                if get_origin(field.annotation) is dict and isinstance(value, dict):
+                    items = [(f"{name}.{k}", get_args(field.annotation)[1], v) for k, v in value.items()]
+                else:
+                    items = [(name, field.annotation, value)]
+                for where, annotation, v in items:
+                    problem = coercion_problem(annotation, v)
+                    if problem:
+                        raise ValueError(f"{where}: {problem} (got {v!r})")
+        return data
 
 
 class ModelConfig(_Section):
-    width: int = Field(256, gt=0)
-    depth: int = Field(4, gt=0)
+    width: int = Field(256, gt=0, le=MAX_WIDTH)
+    depth: int = Field(4, gt=0, le=MAX_DEPTH)
     head_dim: int = Field(64, gt=0, description="used when heads is null")
     heads: Optional[int] = Field(None, gt=0, description="if set, head_dim = width / heads")
-    ffn_ratio: float = Field(4.0, gt=0)
-    vocab_size: int = Field(4096, gt=1)
-    seq_len: int = Field(256, gt=0)
+    ffn_ratio: float = Field(4.0, gt=0, le=64)
+    vocab_size: int = Field(4096, gt=1, le=MAX_VOCAB)
+    seq_len: int = Field(256, gt=0, le=MAX_SEQ_LEN)
     rope: bool = True
     rope_base: float = Field(10000.0, gt=0)
     fp8: bool = Field(False, description="FP8 casts on matmul inputs (forced on by umup_fp8)")
@@ -95,6 +133,12 @@ class ModelConfig(_Section):
                 f"model.width ({self.width}) must be divisible by model.head_dim ({self.head_dim});"
                 " set model.heads or model.head_dim to a divisor of the width"
             )
+        if self.ffn_width < 1:
+            raise ValueError(f"ffn_ratio: {self.ffn_ratio} gives an FFN width of {self.ffn_width}"
+                             f" at model.width {self.width}; it must be at least 1")
+        if self.rope and (self.d_head < 2 or self.d_head % 2):
+            raise ValueError(f"head_dim: {self.d_head} must be even and at least 2 with model.rope"
+                             " (RoPE rotates pairs of dimensions)")
         return self
 
     @property
@@ -117,7 +161,7 @@ class DataConfig(_Section):
     files: list[str] = Field(default_factory=list, description="paths, for corpus text_files")
     max_tokens: Optional[int] = Field(None, gt=0, description="token budget for streamed corpora")
     tokenizer: str = Field("bpe", description="'bpe' (trained, cached) or a hub tokenizer name")
-    val_batches: int = Field(4, gt=0)
+    val_batches: int = Field(4, gt=0, le=10_000)
     train_split: str = Field("train", description="hub split to train on (wikitext103, slimpajama)")
     val_split: str = Field("validation", description="hub split to validate on (wikitext103, slimpajama)")
     val_fraction: float = Field(
@@ -138,8 +182,8 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(200, gt=0)
-    batch_size: int = Field(16, gt=0)
+    steps: int = Field(200, gt=0, le=MAX_STEPS)
+    batch_size: int = Field(16, gt=0, le=MAX_BATCH)
     lr: Optional[float] = Field(None, gt=0, description="global eta; null = parametrization default")
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup: int = Field(20, ge=0)
@@ -155,7 +199,7 @@ class TrainConfig(_Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_eps: float = Field(1e-8, gt=0)
     grad_clip: Optional[float] = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy/torch seeds are unsigned 32-bit")
     precision: Literal["32", "bf16-mixed"] = "32"
     diverge_loss: float = Field(20.0, gt=0, description="loss above this ends the run as diverged")
     checkpoint_every: int = Field(50, gt=0)
@@ -197,6 +241,10 @@ class RunConfig(_Section):
                 raise ValueError(f"hp.{name}: must be a whole number (got {resolved[name]})")
         # Bypass validate_assignment recursion by writing the fields directly.
         object.__setattr__(self, "hp", resolved)
+        tokens = self.train.batch_size * self.model.seq_len
+        if tokens > MAX_TOKENS_PER_STEP:
+            raise ValueError(f"train.batch_size × model.seq_len = {tokens} tokens per step is above the size"
+                             f" bound {MAX_TOKENS_PER_STEP}")
         if self.train.lr is None:
             object.__setattr__(self.train, "lr", DEFAULT_LR[self.parametrization])
         if self.train.emb_lr_rule == "default":
@@ -230,6 +278,8 @@ def _format_errors(err: ValidationError, cls: type[BaseModel]) -> str:
             lines.append(f"{loc}: unknown key; allowed here: {allowed}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            if loc and re.match(r"^[\w.]+: ", msg):  # a section validator naming its field
+                loc, msg = f"{loc}.{msg.split(': ', 1)[0]}", msg.split(": ", 1)[1]
             got = e.get("input")
             shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
             lines.append(f"{loc}: {msg}{shown}" if loc else msg)

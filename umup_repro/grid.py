@@ -38,9 +38,11 @@ from typing import Any, Iterator, Mapping, Optional
 import numpy as np
 import yaml
 
+from umup_repro import safe_yaml
 from umup_repro.config import (ConfigError, RunConfig, config_hash, config_to_dict, flatten_config, flops_per_token,
                                resolve_config,
                                set_dotted)
+from umup_repro.preset_checks import check_preset
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO / "config" / "presets"
@@ -129,11 +131,17 @@ def load_preset(config: Mapping[str, Any] | str) -> dict:
         raise PresetError(f"preset: missing; allowed: {', '.join(preset_names())}")
     path = preset_path(str(config["preset"]))
     try:
-        preset = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
+        preset = safe_yaml.load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise PresetError(f"preset {path}: not valid YAML: {err}") from None
+    if not isinstance(preset, dict):
+        raise PresetError(f"preset {path}: expected a mapping at the top level, got {type(preset).__name__}")
     merged = {**preset, **config}
     validate_schema(merged, where=f"preset {path.stem}")
+    try:
+        check_preset(merged, where=f"preset {path.stem}")
+    except ValueError as err:
+        raise PresetError(str(err)) from None
     return merged
 
 
@@ -319,7 +327,7 @@ def varied_keys(cells: list[Cell]) -> list[str]:
 def default_preset() -> str:
     """The preset config/config.yaml selects (the working directory's, else this checkout's)."""
     path = Path("config/config.yaml") if Path("config/config.yaml").is_file() else REPO / "config" / "config.yaml"
-    return str(yaml.safe_load(path.read_text(encoding="utf-8"))["preset"])
+    return str(safe_yaml.load(path.read_text(encoding="utf-8"))["preset"])
 
 
 def _si(x: float) -> str:

@@ -31,7 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from umup_repro.atomic import atomic_path
+from umup_repro.atomic import atomic_path, fsync_file
 from umup_repro.config import RunConfig, config_hash
 from umup_repro.data import train_batch
 from umup_repro.model import build_model
@@ -137,6 +137,17 @@ class CellModule(L.LightningModule):
             self.log("loss", value, prog_bar=True, logger=False, on_step=True, on_epoch=False)
         return loss
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """An LR so large that Adam's step overflows float32 (train.lr: 1e38) diverges the run at
+        this step, recorded as such, instead of crashing it."""
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        except RuntimeError as err:
+            if "overflow" not in str(err) or self.diverged:
+                raise
+            self.diverged = f"optimizer step overflowed at step {self.global_step} ({err}; train.lr too large)"
+            self.trainer.should_stop = True
+
     def on_before_optimizer_step(self, optimizer) -> None:
         # Gradients here are before clipping; weights are still those of state t.
         if self._acts is not None and not self.diverged:
@@ -210,6 +221,7 @@ class CellModule(L.LightningModule):
         self.write_files()  # first: once a checkpoint exists, so do the files
         with atomic_path(self.folder / CHECKPOINT) as tmp:
             self.trainer.save_checkpoint(tmp)
+            fsync_file(tmp)  # on disk before the rename, like every other atomic write
 
     def write_files(self) -> None:
         write_rows(self.folder, self.metrics, self.rms)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import yaml
 
 from umup_repro.atomic import write_text
-from umup_repro.config import RunConfig, config_hash, config_to_dict, flatten_config
+from umup_repro.config import RunConfig, config_hash, config_to_dict, flatten_config, resolve_config
 
 if TYPE_CHECKING:
     import torch
@@ -46,22 +46,58 @@ class RunFolderError(CellError):
 # State and lock
 
 
+RUN_FILES = {"config.yaml", "metrics.csv", "rms.csv", "summary.json", ".lock", CHECKPOINT.parts[0]}
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a file, or a folder holding files of its own and no config.yaml
+    (not a run folder: its files would be overwritten). Temp files of atomic writes are ours."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a folder; choose a folder path")
+    ancestor = next((p for p in out.absolute().parents if p.exists()), None)
+    if not out.exists() and ancestor is not None and not ancestor.is_dir():
+        raise RunFolderError(f"--out {out}: {ancestor} is a file, not a folder; choose another path")
+    if out.is_dir() and not (out / "config.yaml").exists():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES and ".tmp-" not in p.name)
+        if foreign:
+            raise RunFolderError(f"--out {out} is not a run folder of this tool (it holds {', '.join(foreign[:5])});"
+                                 " choose a new or empty folder")
+
+
 def folder_state(out: Path, resolved: dict) -> str:
     """"complete" (summary present, same config), "resume" (same config, incomplete) or "new".
-    Raises RunFolderError when the folder holds another config."""
+    Raises RunFolderError when the folder holds another config, or a config.yaml or summary.json
+    that does not read back (umup_repro/verify.py). Call it under the folder's lock."""
+    from umup_repro.safe_yaml import load as load_yaml
+    from umup_repro.verify import ReadBackError, read_summary
+
     cfg = out / "config.yaml"
     if cfg.exists():
-        existing = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        try:
+            existing = load_yaml(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise RunFolderError(f"{cfg}: not a readable config ({err}); delete the run folder or choose another"
+                                 " --out") from None
         if existing != resolved:
             diff = sorted(k for k in set(_flat(existing)) | set(_flat(resolved))
                           if _flat(existing).get(k) != _flat(resolved).get(k))
             raise RunFolderError(
                 f"run folder {out} holds a different config (differs in: {', '.join(diff[:8]) or 'layout'});"
                 " choose another --out or delete the folder")
-        return "complete" if (out / "summary.json").exists() else "resume"
+        if not (out / "summary.json").exists():
+            return "resume"
+        try:
+            read_summary(out / "summary.json", config_hash_of(resolved))
+        except ReadBackError as err:
+            raise RunFolderError(str(err)) from None
+        return "complete"
     if (out / "summary.json").exists():
         raise RunFolderError(f"run folder {out} has a summary.json but no config.yaml; not a run folder of this tool")
     return "new"
+
+
+def config_hash_of(resolved: dict) -> str:
+    return config_hash(resolve_config(resolved))
 
 
 def _flat(d: Any, prefix: str = "") -> dict:
@@ -83,6 +119,8 @@ def locked(out: Path) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout:
         raise CellError(f"run folder {out} is in use by another process") from None
+    except OSError as err:  # a read-only file system, no permission
+        raise CellError(f"run folder {out}: cannot take its lock ({err})") from None
     try:
         yield
     finally:
@@ -164,8 +202,11 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
         "cell": config_hash(config),
         "sweep": _sweep_name(out, sweep),
         "final_train_loss": _finite_or_none(metrics[trained[-1]]["train_loss"]) if trained else None,
-        "final_val_loss": _finite_or_none(metrics[validated[-1]]["val_loss"]) if validated else None,
-        "final_val_step": validated[-1] if validated else None,
+        # A diverged run has no final validation loss: its last one predates the divergence and
+        # would read as a result (metrics.csv keeps the rows from before the divergence).
+        "final_val_loss": _finite_or_none(metrics[validated[-1]]["val_loss"]) if validated and not module.diverged
+        else None,
+        "final_val_step": validated[-1] if validated and not module.diverged else None,
         "diverged": bool(module.diverged),
         "diverged_reason": module.diverged,
         "steps_done": int(steps_done),
@@ -191,19 +232,29 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
 def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Optional[str] = None) -> int:
     """Reuse a complete run of the same cell from another sweep's folder (a cell shared by two
     sweeps is trained once). The config must resolve to the same cell; summary.json goes last."""
+    from umup_repro.verify import ReadBackError, check_tables, read_summary
+
     src, out = Path(src), Path(out)
-    resolved = config_to_dict(config)
-    if folder_state(src, resolved) != "complete":
-        raise CellError(f"--copy-from {src}: not a complete run of cell {config_hash(config)}")
-    if folder_state(out, resolved) == "complete":
-        print(f"cell {config_hash(config)}: already complete in {out}; nothing to do", flush=True)
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.csv", "rms.csv"):
-        if (src / name).exists():
+    resolved, cell = config_to_dict(config), config_hash(config)
+    try:
+        if not src.is_dir() or folder_state(src, resolved) != "complete":
+            raise CellError(f"not a complete run of cell {cell}")
+        summary = read_summary(src / "summary.json", cell)
+        check_tables(src, summary)
+    except (CellError, ReadBackError) as err:
+        raise CellError(f"--copy-from {src}: {err}") from None
+    check_out(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CellError(f"--out {out}: cannot create the run folder ({err})") from None
+    with locked(out):
+        if folder_state(out, resolved) == "complete":
+            print(f"cell {cell}: already complete in {out}; nothing to do", flush=True)
+            return 0
+        for name in ("config.yaml", "metrics.csv", "rms.csv"):
             write_text(out / name, (src / name).read_text(encoding="utf-8"))
-    summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
-    summary.update(sweep=_sweep_name(out, sweep), copied_from=str(src))
-    write_summary(out, summary)
+        summary.update(sweep=_sweep_name(out, sweep), copied_from=str(src))
+        write_summary(out, summary)
     print(f"cell {config_hash(config)}: copied the complete run from {src}", flush=True)
     return 0

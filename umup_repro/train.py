@@ -1,9 +1,10 @@
 """`umup-repro train`: one cell, one Lightning run, into its run folder.
 
-`run_cell(config, out_dir)` checks the run folder (umup_repro/run_folder.py), loads the data,
-takes the folder's lock, builds the Trainer and the CellModule (umup_repro/lightning_module.py)
-and trains, resuming from the folder's checkpoint if there is one; the summary, written last,
-completes the folder.
+`run_cell(config, out_dir)` takes the run folder's lock, then checks the folder
+(umup_repro/run_folder.py), loads the data, builds the Trainer and the CellModule
+(umup_repro/lightning_module.py) and trains, resuming from the folder's checkpoint if it reads
+back (umup_repro/verify.py; an unusable one is moved aside and the cell starts over, with a
+warning); the summary, written last, completes the folder.
 
 A SIGKILLed run rerun with the same command continues from its last checkpoint and ends with the
 same bytes in metrics.csv as an uninterrupted run (on CPU, fp32). SIGTERM, SIGUSR1 and SIGUSR2 save
@@ -31,7 +32,7 @@ from typing import Iterator, Optional, Sequence
 
 import yaml
 
-from umup_repro import run_folder
+from umup_repro import run_folder, safe_yaml
 from umup_repro.config import RunConfig, config_hash, config_to_dict
 from umup_repro.run_folder import CellError, copy_run
 
@@ -124,17 +125,45 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
     started = time.perf_counter()
     out = Path(out_dir)
     cell = config_hash(config)
-    state = run_folder.folder_state(out, config_to_dict(config))
-    if state == "complete":
-        print(f"cell {cell}: already complete in {out}; nothing to do", flush=True)
-        return 0
-    tokens, val = _load_data(config, tokens)
-    out.mkdir(parents=True, exist_ok=True)
+    run_folder.check_out(out)  # before creating anything in a folder that is not ours
+    loaded = None
+    if not out.exists():  # the data is checked before the folder is created
+        loaded = _load_data(config, tokens)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file on the path, a read-only file system, no permission
+        raise CellError(f"--out {out}: cannot create the run folder ({err})") from None
+    # Everything about the folder is decided under its lock: a second process on the same folder
+    # decides nothing from a state the first one is changing (it is refused while the lock is held).
     with run_folder.locked(out):
-        if not run_folder.prepare(out, config, state):  # completed by another process meanwhile
+        state = run_folder.folder_state(out, config_to_dict(config))
+        if state == "complete":
+            print(f"cell {cell}: already complete in {out}; nothing to do", flush=True)
             return 0
-        return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress=progress,
-                      log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks)
+        tokens, val = loaded or _load_data(config, tokens)
+        try:
+            run_folder.prepare(out, config, state)
+        except OSError as err:
+            raise CellError(f"run folder {out}: cannot write to it ({err})") from None
+        try:
+            return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress=progress,
+                          log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks)
+        except MemoryError:
+            raise CellError(_OUT_OF_MEMORY.format(cell=cell)) from None
+        except RuntimeError as err:  # torch's OutOfMemoryError, CPU allocator failures
+            if not _is_out_of_memory(err):
+                raise
+            raise CellError(_OUT_OF_MEMORY.format(cell=cell) + f" ({str(err).splitlines()[0][:200]})") from None
+
+
+_OUT_OF_MEMORY = ("cell {cell}: out of memory; the model or batch does not fit on this machine: lower model.width,"
+                  " model.depth, model.vocab_size, model.seq_len or train.batch_size")
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return (type(err).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
+            or "can't allocate memory" in text or "not enough memory" in text.lower())
 
 
 def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
@@ -156,6 +185,26 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
     return tokens, val
 
 
+def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
+    """The checkpoint to resume from, or None: an unusable one (truncated, empty, garbage, another
+    cell's) is moved aside and the cell starts over from scratch, with a warning; a fresh start
+    gives the same run (same seed, batches by step)."""
+    from umup_repro.verify import checkpoint_problem
+
+    if not ckpt.exists():
+        return None
+    problem = checkpoint_problem(ckpt, cell)
+    if problem is None:
+        return ckpt
+    aside = ckpt.with_name(f"{ckpt.name}.unusable")
+    ckpt.replace(aside)
+    for name in ("metrics.csv", "rms.csv"):  # rows of the lost progress
+        (ckpt.parent.parent / name).unlink(missing_ok=True)
+    print(f"cell {cell}: warning: checkpoint {ckpt} is unusable ({problem}); moved to {aside.name},"
+          " starting the cell over from scratch", file=sys.stderr, flush=True)
+    return None
+
+
 def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, started: float, sweep,
            progress, log_every, keep_checkpoints, callbacks) -> int:
     """The run itself, in a prepared folder whose lock this process holds."""
@@ -175,7 +224,7 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     module.started = started
     loader = StepBatches(tokens["train"], config, start=lambda: module.global_step)
     trainer = build_trainer(config, progress=mode, callbacks=callbacks)
-    resume = ckpt if ckpt.exists() else None
+    resume = _usable_checkpoint(ckpt, cell)
     if mode != "none":
         what = f"resuming from {resume}" if resume else "starting"
         print(f"cell {cell} ({config.parametrization}, width {m.width}, depth {m.depth}, {t.steps} steps,"
@@ -219,20 +268,24 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
     if str(path) != "-" and not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(sys.stdin.read() if str(path) == "-" else p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
+        raw = safe_yaml.load(sys.stdin.read() if str(path) == "-" else p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     overrides = {}
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = safe_yaml.load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
     return resolve_config(raw if raw is not None else {}, **overrides)
 
 
 def main(args) -> int:
     from umup_repro.config import ConfigError
+    from umup_repro.verify import ReadBackError
 
     try:
         config = load_config(args.config, args.set or [])
@@ -244,6 +297,6 @@ def main(args) -> int:
             return copy_run(config, args.copy_from, out, sweep=args.sweep)
         return run_cell(config, out, sweep=args.sweep, progress=args.progress, log_every=args.log_every,
                         keep_checkpoints=args.keep_checkpoints)
-    except (ConfigError, CellError) as err:
+    except (ConfigError, CellError, ReadBackError) as err:
         print(f"umup-repro train: error: {err}", file=sys.stderr, flush=True)
         return 2
