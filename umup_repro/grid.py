@@ -36,8 +36,11 @@ from umup_repro.config import (ConfigError, RunConfig, config_hash, config_to_di
                                set_dotted)
 
 REPO = Path(__file__).resolve().parent.parent
-PRESET_DIR = REPO / "config" / "presets"
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+# Package data (links to config/ and workflow/schemas/ in the checkout, copied into a wheel), so a
+# non-editable install finds the presets and the schema too.
+RESOURCES = Path(__file__).parent / "resources"
+PRESET_DIR = RESOURCES / "presets"
+SCHEMA = RESOURCES / "config.schema.yaml"
 
 # Compute estimate: dense BF16 peak of one H100 SXM and the utilisation we assume for proxy runs.
 DEFAULT_COMPUTE = {"gpu_name": "H100", "gpu_peak_flops": 989e12, "utilisation": 0.3,
@@ -263,7 +266,7 @@ def varied_keys(cells: list[Cell]) -> list[str]:
 
 def default_preset() -> str:
     """The preset config/config.yaml selects (the working directory's, else this checkout's)."""
-    path = Path("config/config.yaml") if Path("config/config.yaml").is_file() else REPO / "config" / "config.yaml"
+    path = Path("config/config.yaml") if Path("config/config.yaml").is_file() else RESOURCES / "config.yaml"
     return str(yaml.safe_load(path.read_text(encoding="utf-8"))["preset"])
 
 
