@@ -33,6 +33,34 @@ class MissingRunsError(RuntimeError):
     """Some of a sweep's cells have no summary.json yet."""
 
 
+class MixedCodeError(RuntimeError):
+    """A sweep's runs were made by code that differs in what changes results."""
+
+
+def check_one_code_version(sweep: str, summaries: Mapping[str, Mapping], runs: Path) -> None:
+    """Raise MixedCodeError if the runs' `code_fingerprint`s differ (a run without one, made
+    before fingerprints, counts as its own version), naming the cells to rerun: those not made by
+    the code installed now, else all but the largest group."""
+    from umup_repro.code_fingerprint import code_fingerprint
+
+    groups: dict[str, list[str]] = {}
+    for cell, summary in summaries.items():
+        groups.setdefault(summary.get("code_fingerprint") or "none (older run)", []).append(cell)
+    if len(groups) < 2:
+        return
+    current = code_fingerprint()
+    keep = current if current in groups else max(groups, key=lambda k: len(groups[k]))
+    stale = sorted(c for k, cells in groups.items() if k != keep for c in cells)
+    described = "; ".join(f"{k}: {len(v)} cells ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})"
+                          for k, v in sorted(groups.items()))
+    folders = " ".join(str(runs / sweep / c) for c in stale)
+    raise MixedCodeError(
+        f"sweep {sweep}: its runs were made by {len(groups)} code versions (code_fingerprint {described});"
+        f" the code installed now is {current}. Refusing to put them into one table. Rerun the"
+        f" {len(stale)} cells not made by {keep}: {', '.join(stale)}: delete their run folders and run"
+        f" the workflow again (rm -r {folders} && snakemake --cores all), or rerun the whole sweep.")
+
+
 def run_dir(runs: Path, cell: Cell) -> Path:
     return Path(runs) / cell.sweep / cell.id
 
@@ -76,8 +104,9 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
     if missing:
         raise MissingRunsError(f"sweep {sweep}: {len(missing)} of {len(cells)} cells have no summary.json"
                                f" under {runs / sweep} (first: {', '.join(missing[:3])})")
-    rows = [summary_row(c, json.loads((run_dir(runs, c) / "summary.json").read_text(encoding="utf-8")))
-            for c in cells]
+    summaries = {c.id: json.loads((run_dir(runs, c) / "summary.json").read_text(encoding="utf-8")) for c in cells}
+    check_one_code_version(sweep, summaries, runs)
+    rows = [summary_row(c, summaries[c.id]) for c in cells]
     table = pd.DataFrame(rows)
     for kind, filename in LONG_TABLES.items():
         write_text(tables / kind / f"{sweep}.csv", _long_table(cells, runs, filename))
@@ -193,7 +222,7 @@ def main(args) -> int:
             table = aggregate_sweep(cells, args.runs, args.tables)
             print(f"{Path(args.tables) / (sweep + '.csv')}: {len(table)} cells,"
                   f" {int(table['diverged'].astype(bool).sum())} diverged")
-    except (PresetError, ConfigError, MissingRunsError) as err:
+    except (PresetError, ConfigError, MissingRunsError, MixedCodeError) as err:
         print(f"umup-repro aggregate: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -149,6 +149,7 @@ def _finite_or_none(x: Optional[float]) -> Optional[float]:
 
 def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, sweep: Optional[str]) -> dict:
     """summary.json's content from a trained (or diverged) CellModule."""
+    from umup_repro.code_fingerprint import code_fingerprint
     from umup_repro.config import flops_per_token
     from umup_repro.model import count_parameters
     from umup_repro.provenance import peak_flops, provenance
@@ -178,6 +179,7 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
         "parameters": count_parameters(module.model),
         "attempts": module.attempts,
         **provenance(device),
+        "code_fingerprint": code_fingerprint(),  # aggregate refuses sweeps mixing two of these
         "config_hash": config_hash(config),
     }
     summary.update(flatten_config(config))
