@@ -3,6 +3,8 @@
     config.yaml    the resolved config, written before training starts
     metrics.csv    step, tokens, train_loss, val_loss, lr
     rms.csv        step, tensor, kind, rms   (kind: weight, activation, grad)
+    parametrization.csv  per weight: role, shape, init std (rule, measured), multiplier, LR factor,
+                   peak LR (umup_repro/parametrization_table.py), written before training starts
     checkpoints/   last.ckpt while the run is incomplete (removed at the end unless kept)
     summary.json   written last, atomically: its presence means the run is complete
 
@@ -201,7 +203,7 @@ def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Opti
         print(f"cell {config_hash(config)}: already complete in {out}; nothing to do", flush=True)
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.csv", "rms.csv"):
+    for name in ("config.yaml", "metrics.csv", "rms.csv", "parametrization.csv"):
         if (src / name).exists():
             write_text(out / name, (src / name).read_text(encoding="utf-8"))
     summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))

@@ -75,6 +75,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")  # divergence
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 deprecation
+    # a local run on a machine that has `srun` is not a mistake (SLURM jobs run us through sbatch)
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
 def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ()):
@@ -163,6 +165,8 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from umup_repro.lightning_module import CellModule, StepBatches
+    from umup_repro.atomic import write_text
+    from umup_repro.parametrization_table import parametrization_csv
     from umup_repro.provenance import describe_device
 
     m, t = config.model, config.train
@@ -173,6 +177,8 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = CellModule(config, val, folder=out, progress=mode, log_every=log_every)
     module.started = started
+    # what each weight got (the init draw: a resumed run rebuilds the same one from the seed)
+    write_text(out / "parametrization.csv", parametrization_csv(module.model, config))
     loader = StepBatches(tokens["train"], config, start=lambda: module.global_step)
     trainer = build_trainer(config, progress=mode, callbacks=callbacks)
     resume = ckpt if ckpt.exists() else None
