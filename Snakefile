@@ -9,9 +9,14 @@ Each included .smk appends the files `all` should build to ALL_TARGETS.
 """
 
 import os
+from pathlib import Path
+
+import yaml
 
 from umup_repro import grid
-from snakemake.utils import validate
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
@@ -23,6 +28,7 @@ CELLS = {sweep: {c.id: c for c in cells} for sweep, cells in grid.expand_preset(
 
 ALL_TARGETS = []
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"

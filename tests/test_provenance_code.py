@@ -70,3 +70,21 @@ def test_a_run_without_a_fingerprint_is_its_own_version(tmp_path):
     _run(runs / "lr" / cells[1].id, cells[1], None)
     with pytest.raises(MixedCodeError, match=rf"none \(older run\): 1 cells \({cells[1].id}\)"):
         aggregate_sweep(cells, runs, tmp_path / "tables")
+
+
+def test_peak_flops_follow_the_precision(monkeypatch):
+    """MFU's denominator is the peak at the run's precision (Lightning's table), not always bf16's.
+    No GPU needed: the device name is what both tables key on."""
+    import torch
+
+    from umup_repro.provenance import peak_flops
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr("lightning.fabric.accelerators.cuda._is_ampere_or_later", lambda *a: True)
+    cuda = torch.device("cuda")
+    assert peak_flops(cuda, "bf16-mixed") == pytest.approx(989.4e12)
+    assert peak_flops(cuda, "32") == pytest.approx(66.9e12)  # float32 matmul precision "highest": no tf32
+    assert peak_flops(torch.device("cpu"), "bf16-mixed") is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA L40S")  # unknown to Lightning
+    assert peak_flops(cuda, "bf16-mixed") == pytest.approx(362e12)  # our bf16 table
+    assert peak_flops(cuda, "32") is None

@@ -162,7 +162,7 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
     steps_done = module.global_step if not module.diverged else (trained[-1] if trained else 0)
     tps = module.timed_tokens / module.train_seconds if module.train_seconds > 0 else 0.0
     fpt = flops_per_token(config)
-    peak = peak_flops(device) if config.train.precision == "bf16-mixed" else None  # bf16 peak
+    peak = peak_flops(device, config.train.precision)  # the peak at the run's precision
     summary = {
         "cell": config_hash(config),
         "sweep": _sweep_name(out, sweep),

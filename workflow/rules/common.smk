@@ -1,0 +1,53 @@
+# Input and resource functions of the rules (Snakemake's convention: functions apart from rules).
+# They read the globals the Snakefile and the rule files define (CELLS, HOME, COORD_CHECK, ...)
+# when called, so this file is included first.
+
+
+def cell_of(wildcards):
+    try:
+        return CELLS[wildcards.sweep][wildcards.cell]
+    except KeyError:
+        raise ValueError(f"results/runs/{wildcards.sweep}/{wildcards.cell}: no such cell in preset"
+                         f" {config['preset']!r} (list them with: umup-repro cells --preset {config['preset']} --list)")
+
+
+# A job that only copies a cell trained in another sweep needs a CPU for seconds, never a GPU.
+COPY_RESOURCES = {"runtime": 5, "mem_mb": 1000, "gpus": 0, "cpus_per_task": 1}
+
+
+def cell_resources(key, default=None):
+    """A resource of the cell (preset and sweep `resources`); runtime scaled from its FLOPs."""
+    def get(wildcards):
+        cell = cell_of(wildcards)
+        if HOME.get(wildcards.cell, wildcards.sweep) != wildcards.sweep and key in COPY_RESOURCES:
+            return COPY_RESOURCES[key]
+        if key == "runtime" and "runtime" not in cell.resources:
+            return grid.runtime_minutes(cell, config.get("compute"))
+        return cell.resources.get(key, default)
+    return get
+
+
+# A cell reached by several sweeps (same config, same id) is trained once, in the first sweep
+# that lists it (its home); the other sweeps copy the finished run.
+HOME = {}
+for _sweep, _cells in CELLS.items():
+    for _cid in _cells:
+        HOME.setdefault(_cid, _sweep)
+
+
+def home_summary(wildcards):
+    home = HOME.get(wildcards.cell, wildcards.sweep)
+    return [] if home == wildcards.sweep else [f"results/runs/{home}/{wildcards.cell}/summary.json"]
+
+
+def summaries(sweep):
+    return [f"results/runs/{sweep}/{cid}/summary.json" for cid in CELLS[sweep]]
+
+
+def figure_tables(name, sweeps):
+    if name == "coord_check":
+        return [f"results/tables/coord_check/{p}/coord_check.csv" for p in COORD_CHECK["parametrizations"]]
+    extra = FIGURE_EXTRA_TABLES.get(name, [])
+    return [f"results/tables/{s}.csv" for s in sweeps] + [
+        f"results/tables/{kind}/{s}.csv" for kind in extra for s in sweeps
+    ]
