@@ -24,6 +24,9 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 # is then checked against the JSON schema (errors name the field and what is allowed).
 config.update(grid.load_preset(config))
 validate(config, "workflow/schemas/config.schema.yaml")
+# optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
+if config.get("loggers"):
+    os.environ["UMUP_LOGGERS"] = ",".join(config["loggers"])
 CELLS = {sweep: {c.id: c for c in cells} for sweep, cells in grid.expand_preset(config).items()}
 
 ALL_TARGETS = []

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: Lightning's bar on a terminal, plain lines otherwise")
     p.add_argument("--log-every", type=int, default=None, help="steps between plain progress lines (default: steps/10)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after the run completes")
+    p.add_argument("--logger", action="append", choices=["tensorboard", "wandb"], default=None,
+                   help="also send the metrics to TensorBoard (RUN/tensorboard/) or W&B (repeatable;"
+                        " default: $UMUP_LOGGERS, else none; needs `pip install tensorboard` or `wandb`)")
     p.add_argument("--cell", default=None, help="expected cell id: refuse to train if the config hashes otherwise")
     p.add_argument("--copy-from", default=None, metavar="DIR",
                    help="copy a complete run of the same cell from DIR instead of training (cells shared by sweeps)")

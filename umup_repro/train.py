@@ -75,12 +75,14 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")  # divergence
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 deprecation
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # loggers get every row
     # a local run on a machine that has `srun` is not a mistake (SLURM jobs run us through sbatch)
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
-def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ()):
-    """The Trainer of one cell: CPU or one accelerator, chosen automatically."""
+def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (), loggers: Sequence = ()):
+    """The Trainer of one cell: CPU or one accelerator, chosen automatically; `loggers`: optional
+    Lightning loggers (umup_repro/loggers.py), fed the metrics.csv rows."""
     import lightning as L
     import torch
     from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -89,6 +91,10 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
     if SLURMEnvironment.detect():
         plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the scheduler's job
     callbacks = list(callbacks)
+    if loggers:
+        from umup_repro.loggers import MetricsToLoggers
+
+        callbacks.append(MetricsToLoggers())
     if progress == "bar":
         from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -101,7 +107,7 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
         precision="32-true" if t.precision == "32" else "bf16-mixed",
         max_steps=t.steps,
         max_epochs=-1,
-        logger=False,
+        logger=list(loggers) or False,
         enable_checkpointing=False,  # ours: after validation, in the run folder, atomically
         enable_model_summary=False,
         enable_progress_bar=progress == "bar",
@@ -118,11 +124,14 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
 
 def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = None, progress: str = "auto",
              log_every: Optional[int] = None, keep_checkpoints: bool = False, callbacks: Sequence = (),
-             tokens: Optional[dict] = None) -> int:
+             tokens: Optional[dict] = None, loggers: Optional[Sequence[str]] = None) -> int:
     """Train one cell into `out_dir`; returns the exit code (0: complete or diverged;
     128 + signum: stopped by a signal after saving a checkpoint). Raises CellError (missing data,
     a folder holding another config or in use by another process) before anything is trained.
-    `callbacks` are extra Lightning callbacks (the benchmark's timer); `tokens` pre-loaded arrays."""
+    `callbacks` are extra Lightning callbacks (the benchmark's timer); `tokens` pre-loaded arrays;
+    `loggers` names from umup_repro.loggers.KNOWN (default: $UMUP_LOGGERS, else none)."""
+    from umup_repro.loggers import LoggerError, chosen
+
     started = time.perf_counter()
     out = Path(out_dir)
     cell = config_hash(config)
@@ -130,13 +139,18 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
     if state == "complete":
         print(f"cell {cell}: already complete in {out}; nothing to do", flush=True)
         return 0
+    try:
+        loggers = chosen(loggers)
+    except LoggerError as err:
+        raise CellError(str(err)) from None
     tokens, val = _load_data(config, tokens)
     out.mkdir(parents=True, exist_ok=True)
     with run_folder.locked(out):
         if not run_folder.prepare(out, config, state):  # completed by another process meanwhile
             return 0
         return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress=progress,
-                      log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks)
+                      log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks,
+                      loggers=loggers)
 
 
 def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
@@ -159,7 +173,7 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
 
 
 def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, started: float, sweep,
-           progress, log_every, keep_checkpoints, callbacks) -> int:
+           progress, log_every, keep_checkpoints, callbacks, loggers=()) -> int:
     """The run itself, in a prepared folder whose lock this process holds."""
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -180,7 +194,13 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     # what each weight got (the init draw: a resumed run rebuilds the same one from the seed)
     write_text(out / "parametrization.csv", parametrization_csv(module.model, config))
     loader = StepBatches(tokens["train"], config, start=lambda: module.global_step)
-    trainer = build_trainer(config, progress=mode, callbacks=callbacks)
+    from umup_repro.loggers import LoggerError, build_loggers
+
+    try:
+        experiment_loggers = build_loggers(loggers, out, cell)
+    except LoggerError as err:
+        raise CellError(str(err)) from None
+    trainer = build_trainer(config, progress=mode, callbacks=callbacks, loggers=experiment_loggers)
     resume = ckpt if ckpt.exists() else None
     if mode != "none":
         what = f"resuming from {resume}" if resume else "starting"
@@ -249,7 +269,7 @@ def main(args) -> int:
         if args.copy_from:
             return copy_run(config, args.copy_from, out, sweep=args.sweep)
         return run_cell(config, out, sweep=args.sweep, progress=args.progress, log_every=args.log_every,
-                        keep_checkpoints=args.keep_checkpoints)
+                        keep_checkpoints=args.keep_checkpoints, loggers=getattr(args, "logger", None))
     except (ConfigError, CellError) as err:
         print(f"umup-repro train: error: {err}", file=sys.stderr, flush=True)
         return 2
