@@ -31,9 +31,14 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 
 def _analysis(args: argparse.Namespace) -> int:
+    import time
     from importlib import import_module
 
-    return import_module(f"umup_repro.analyses.{args.name}").main(args)
+    started = time.perf_counter()
+    print(f"analysis {args.name}: computing (tens of seconds on a CPU) -> {args.table}, {args.figure}", flush=True)
+    code = import_module(f"umup_repro.analyses.{args.name}").main(args)
+    print(f"analysis {args.name}: done in {time.perf_counter() - started:.0f} s", flush=True)
+    return code
 
 
 def _cells(args: argparse.Namespace) -> int:
