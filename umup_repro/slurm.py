@@ -19,7 +19,8 @@ module; it holds no Snakemake code, so it can be tested and used on its own.
   id, reruns the command and the cell resumes from its checkpoint.
 - `submit(command, folder, parameters)` submits one `ShellCommand` and returns the submitit job;
   `job_state(job_id)`/`update_states()` read states from submitit's shared watcher, which asks
-  `sacct` once for every job still in flight (never one query per job).
+  `sacct` once for every job still in flight (never one query per job). The executor plugin uses
+  `umup_repro.slurm_status` instead, which bounds what a failing `sacct` can do.
 """
 
 from __future__ import annotations
