@@ -61,9 +61,11 @@ def wheel_venv(tmp_path_factory) -> Path:
 
     shutil.copytree(ROOT, src, symlinks=True, ignore=ignore)
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(src)]
-    try:
-        import setuptools  # noqa: F401  (present: build here, without network)
-        build.insert(4, "--no-build-isolation")
+    try:  # a recent enough setuptools here: build without network; else pip fetches it (CI has PyPI)
+        import setuptools
+
+        if int(setuptools.__version__.split(".")[0]) >= 77:  # pyproject's build-system floor
+            build.insert(4, "--no-build-isolation")
     except ImportError:
         pass
     subprocess.run(build, check=True, timeout=600, env=_env())
