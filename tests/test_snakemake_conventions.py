@@ -24,6 +24,19 @@ def test_rule_environment_pins_equal_pyproject():
     assert f"python{project['requires-python']}" in env["dependencies"]
 
 
+def test_every_figure_has_a_caption():
+    """Every figure `plot` knows and every analysis figure has a caption for the report."""
+    import re
+
+    from umup_repro.cli import _figure_names
+
+    captions = yaml.safe_load((ROOT / "workflow/report/captions.yaml").read_text())
+    analyses = re.search(r"ANALYSIS_FIGURES = \[(.*?)\]", (ROOT / "workflow/rules/analyses.smk").read_text())
+    names = set(_figure_names()) | set(re.findall(r'"(\w+)"', analyses.group(1)))
+    assert len(names) >= 16 and not names - set(captions), names - set(captions)
+    assert all(isinstance(c, str) and len(c) > 30 for c in captions.values())
+
+
 def test_report_has_every_figure_with_its_caption(smoke_local, tmp_path):
     """The session's smoke run, reported: each built figure is in the report with its caption."""
     import html
