@@ -9,9 +9,14 @@ Each included .smk appends the files `all` should build to ALL_TARGETS.
 """
 
 import os
+from pathlib import Path
+
+import yaml
 
 from umup_repro import grid
-from snakemake.utils import validate
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
@@ -19,10 +24,14 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 # is then checked against the JSON schema (errors name the field and what is allowed).
 config.update(grid.load_preset(config))
 validate(config, "workflow/schemas/config.schema.yaml")
+# optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
+if config.get("loggers"):
+    os.environ["UMUP_LOGGERS"] = ",".join(config["loggers"])
 CELLS = {sweep: {c.id: c for c in cells} for sweep, cells in grid.expand_preset(config).items()}
 
 ALL_TARGETS = []
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/aggregate.smk"

@@ -146,3 +146,24 @@ def test_runtime_request_scales_with_flops():
     assert grid.runtime_minutes(big, compute) == math.ceil(big.flops / 5e14 * 2 / 60)
     assert grid.runtime_minutes(small, compute) < grid.runtime_minutes(big, compute)
     assert grid.runtime_minutes(small, {**compute, "min_runtime_min": 30}) == 30
+
+
+def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
+    """A preset whose cells ask for no GPU is estimated in CPU core-hours, not H100-hours."""
+    from argparse import Namespace
+
+    from umup_repro.grid import CPU_FLOPS_PER_CORE, main
+
+    assert main(Namespace(preset="smoke", sweep=None, list=False, utilisation=None)) == 0
+    out = capsys.readouterr().out
+    assert "core-h" in out and "CPU core-hours" in out and "H100" not in out and "GPU-h" not in out
+    total = out.strip().splitlines()[-1].split()
+    assert float(total[-1]) == pytest.approx(grid_flops("smoke") / CPU_FLOPS_PER_CORE / 3600, rel=0.01)  # 3 digits
+    assert main(Namespace(preset="paper", sweep=None, list=False, utilisation=None)) == 0
+    assert "GPU-hours on H100" in capsys.readouterr().out
+
+
+def grid_flops(preset):
+    from umup_repro.grid import expand_preset, load_preset
+
+    return sum(c.flops for cells in expand_preset(load_preset(preset)).values() for c in cells)

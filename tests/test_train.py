@@ -36,7 +36,7 @@ TINY = {
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SUMMARY_KEYS = {  # docs/design.md, "Run folder"
     "cell", "sweep", "final_train_loss", "final_val_loss", "diverged", "steps_done", "wall_seconds",
-    "tokens_per_second", "device", "versions", "git_commit", "config_hash", "hostname", "diverged_reason",
+    "tokens_per_second", "device", "versions", "git_commit", "code_fingerprint", "config_hash", "hostname", "diverged_reason",
 }
 
 

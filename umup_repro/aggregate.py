@@ -37,6 +37,34 @@ class MissingRunsError(RuntimeError):
     """Some of a sweep's cells have no summary.json yet."""
 
 
+class MixedCodeError(RuntimeError):
+    """A sweep's runs were made by code that differs in what changes results."""
+
+
+def check_one_code_version(sweep: str, summaries: Mapping[str, Mapping], runs: Path) -> None:
+    """Raise MixedCodeError if the runs' `code_fingerprint`s differ (a run without one, made
+    before fingerprints, counts as its own version), naming the cells to rerun: those not made by
+    the code installed now, else all but the largest group."""
+    from umup_repro.code_fingerprint import code_fingerprint
+
+    groups: dict[str, list[str]] = {}
+    for cell, summary in summaries.items():
+        groups.setdefault(summary.get("code_fingerprint") or "none (older run)", []).append(cell)
+    if len(groups) < 2:
+        return
+    current = code_fingerprint()
+    keep = current if current in groups else max(groups, key=lambda k: len(groups[k]))
+    stale = sorted(c for k, cells in groups.items() if k != keep for c in cells)
+    described = "; ".join(f"{k}: {len(v)} cells ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})"
+                          for k, v in sorted(groups.items()))
+    folders = " ".join(str(runs / sweep / c) for c in stale)
+    raise MixedCodeError(
+        f"sweep {sweep}: its runs were made by {len(groups)} code versions (code_fingerprint {described});"
+        f" the code installed now is {current}. Refusing to put them into one table. Rerun the"
+        f" {len(stale)} cells not made by {keep}: {', '.join(stale)}: delete their run folders and run"
+        f" the workflow again (rm -r {folders} && snakemake --cores all), or rerun the whole sweep.")
+
+
 def run_dir(runs: Path, cell: Cell) -> Path:
     return Path(runs) / cell.sweep / cell.id
 
@@ -76,13 +104,15 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
     if missing:
         raise MissingRunsError(f"sweep {sweep}: {len(missing)} of {len(cells)} cells have no summary.json"
                                f" under {runs / sweep} (first: {', '.join(missing[:3])})")
-    rows = []
+    rows, summaries = [], {}
     for c in cells:  # each run read back and checked: summary of this cell, one metrics row per step
         summary = read_summary(run_dir(runs, c) / "summary.json", c.id)
         check_tables(run_dir(runs, c), summary)
+        summaries[c.id] = summary
         if summary["diverged"]:  # (summaries written before diverged runs had no final loss)
             summary = {**summary, LOSS: None}
         rows.append(summary_row(c, summary))
+    check_one_code_version(sweep, summaries, runs)
     table = add_replicate_columns(pd.DataFrame(rows), cells)
     for kind, filename in LONG_TABLES.items():
         write_text(tables / kind / f"{sweep}.csv", _long_table([c for c in cells if not c.alias], runs, filename))
@@ -215,7 +245,7 @@ def main(args) -> int:
             table = aggregate_sweep(cells, args.runs, args.tables)
             print(f"{Path(args.tables) / (sweep + '.csv')}: {len(table)} cells,"
                   f" {int(table['diverged'].astype(bool).sum())} diverged")
-    except (PresetError, ConfigError, MissingRunsError, ReadBackError) as err:
+    except (PresetError, ConfigError, MissingRunsError, ReadBackError, MixedCodeError) as err:
         print(f"umup-repro aggregate: error: {err}", file=sys.stderr)
         return 2
     return 0

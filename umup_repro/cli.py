@@ -31,9 +31,14 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 
 def _analysis(args: argparse.Namespace) -> int:
+    import time
     from importlib import import_module
 
-    return import_module(f"umup_repro.analyses.{args.name}").main(args)
+    started = time.perf_counter()
+    print(f"analysis {args.name}: computing (tens of seconds on a CPU) -> {args.table}, {args.figure}", flush=True)
+    code = import_module(f"umup_repro.analyses.{args.name}").main(args)
+    print(f"analysis {args.name}: done in {time.perf_counter() - started:.0f} s", flush=True)
+    return code
 
 
 def _cells(args: argparse.Namespace) -> int:
@@ -78,9 +83,38 @@ def _bench_dag(args: argparse.Namespace) -> int:
     return bench_dag_main(args)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default after its help text (options without help get it too)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text \
+                and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _figure_names() -> list[str]:
+    """The figure names `plot` knows (umup_repro/figures/registry.py), without loading matplotlib."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parent / "figures" / "registry.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        targets = [getattr(node, "target", None)] + list(getattr(node, "targets", []))
+        if any(getattr(t, "id", None) == "FIGURES" for t in targets) and isinstance(node.value, ast.Dict):
+            return [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
+    return []
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="umup-repro", description=__doc__)
+    from umup_repro import __version__
+
+    parser = argparse.ArgumentParser(prog="umup-repro", description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, formatter_class=_HelpFormatter, **k)
 
     p = sub.add_parser("train", help="train one cell into a run folder (resumes; a complete run is a no-op)")
     p.add_argument("config", help="YAML cell config (partial: defaults fill the rest); - reads it from stdin")
@@ -92,28 +126,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: Lightning's bar on a terminal, plain lines otherwise")
     p.add_argument("--log-every", type=int, default=None, help="steps between plain progress lines (default: steps/10)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after the run completes")
+    p.add_argument("--logger", action="append", choices=["tensorboard", "wandb"], default=None,
+                   help="also send the metrics to TensorBoard (RUN/tensorboard/) or W&B (repeatable;"
+                        " default: $UMUP_LOGGERS, else none; needs `pip install tensorboard` or `wandb`)")
     p.add_argument("--cell", default=None, help="expected cell id: refuse to train if the config hashes otherwise")
     p.add_argument("--copy-from", default=None, metavar="DIR",
                    help="copy a complete run of the same cell from DIR instead of training (cells shared by sweeps)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
-    p.add_argument("--parametrization", required=True, choices=["sp", "mup", "umup", "umup_fp8"])
+    p.add_argument("--parametrization", required=True, choices=["sp", "mup", "umup", "umup_fp8"], help="parametrization to check")
     p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths")
-    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--depth", type=int, default=2, help="transformer blocks")
     p.add_argument("--steps", type=int, default=4, help="Adam steps after initialisation")
     p.add_argument("--lr", type=float, default=None, help="global LR (default: a per-parametrization value)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per batch")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, help="output folder for coord_check.csv and the figure")
     p.set_defaults(func=_coord_check)
 
     p = sub.add_parser("bench", help="u-muP vs SP step time; our Lightning run vs a plain loop; GPU throughput")
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--width", type=int, default=256, help="model width of the CPU comparison")
+    p.add_argument("--depth", type=int, default=4, help="transformer blocks")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per batch")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
     p.add_argument("--repeats", type=int, default=10, help="forward+backward passes per parametrization")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per run (0: skip the loop comparison)")
     p.add_argument("--warmup-steps", type=int, default=5, help="untimed steps at the start of each run")
@@ -122,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens/s and MFU of SP, u-muP and u-muP-FP8 (default: on a GPU only)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="throughput of a torch.compile'd step (default: eager, as training runs)")
-    p.add_argument("--gpu-width", type=int, default=1024)
-    p.add_argument("--gpu-depth", type=int, default=8)
-    p.add_argument("--gpu-batch-size", type=int, default=16)
-    p.add_argument("--gpu-seq-len", type=int, default=1024)
+    p.add_argument("--gpu-width", type=int, default=1024, help="model width of the throughput runs")
+    p.add_argument("--gpu-depth", type=int, default=8, help="transformer blocks of the throughput runs")
+    p.add_argument("--gpu-batch-size", type=int, default=16, help="sequences per batch of the throughput runs")
+    p.add_argument("--gpu-seq-len", type=int, default=1024, help="tokens per sequence of the throughput runs")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("bench-data", help="corpus size, loader batches/s vs one training step (builds the token cache)")
@@ -137,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench_data)
 
     p = sub.add_parser("analysis", help="one of the authors' notes as an analysis: table(s) and figure(s)")
-    p.add_argument("name", choices=["instructive_example", "embedding_update", "low_rank"])
+    p.add_argument("name", choices=["instructive_example", "embedding_update", "low_rank"], help="which analysis")
     p.add_argument("--table", required=True, help="main CSV table, e.g. results/tables/NAME.csv")
     p.add_argument("--figure", required=True, help="main figure PDF; the PNG lands next to it")
     p.add_argument("--slopes-table", default=None,
@@ -187,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench_dag)
 
     p = sub.add_parser("plot", help="draw one figure (PDF + PNG) from the aggregated tables")
-    p.add_argument("name", help="figure name, e.g. transfer_width (see FIGURES in umup_repro/figures/registry.py)")
+    p.add_argument("name", help="figure name: " + ", ".join(_figure_names()))
     p.add_argument("--tables", default="results/tables", help="folder of <sweep>.csv, metrics/, rms/")
     p.add_argument("--sweeps", nargs="*", default=None,
                    help="sweeps to read (space or comma separated; default: the figure's usual ones;"

@@ -45,12 +45,18 @@ from umup_repro.config import (ConfigError, RunConfig, config_hash, config_to_di
 from umup_repro.preset_checks import check_preset
 
 REPO = Path(__file__).resolve().parent.parent
-PRESET_DIR = REPO / "config" / "presets"
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+# Package data (links to config/ and workflow/schemas/ in the checkout, copied into a wheel), so a
+# non-editable install finds the presets and the schema too.
+RESOURCES = Path(__file__).parent / "resources"
+PRESET_DIR = RESOURCES / "presets"
+SCHEMA = RESOURCES / "config.schema.yaml"
 
 # Compute estimate: dense BF16 peak of one H100 SXM and the utilisation we assume for proxy runs.
 DEFAULT_COMPUTE = {"gpu_name": "H100", "gpu_peak_flops": 989e12, "utilisation": 0.3,
                    "min_runtime_min": 10, "runtime_safety": 3.0}
+# A CPU preset's estimate: FLOP/s per core, everything included (start-up, validation, RMS logs):
+# the `tiny` preset's 134 TFLOP ran in 26 min on 2 cores (README), i.e. 43 GFLOP/s per core.
+CPU_FLOPS_PER_CORE = 43e9
 # Cluster resources of one cell unless the preset or the sweep overrides them.
 DEFAULT_RESOURCES = {"gpus": 1, "cpus_per_task": 8, "mem_mb": 32000}
 
@@ -326,7 +332,7 @@ def varied_keys(cells: list[Cell]) -> list[str]:
 
 def default_preset() -> str:
     """The preset config/config.yaml selects (the working directory's, else this checkout's)."""
-    path = Path("config/config.yaml") if Path("config/config.yaml").is_file() else REPO / "config" / "config.yaml"
+    path = Path("config/config.yaml") if Path("config/config.yaml").is_file() else RESOURCES / "config.yaml"
     return str(safe_yaml.load(path.read_text(encoding="utf-8"))["preset"])
 
 
@@ -335,6 +341,22 @@ def _si(x: float) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.3g}{unit}"
     return f"{x:.3g}"
+
+
+def _print_cpu_estimate(config, expanded, rows, args) -> int:
+    """`cells` for a preset whose cells run on CPUs: CPU core-hours, not GPU-hours."""
+    rate = float((config.get("compute") or {}).get("cpu_flops_per_core", CPU_FLOPS_PER_CORE))
+    total = sum(r["cells"] for r in rows)
+    print(f"preset {config['preset']}: {total} cells in {len(rows)} sweeps, on CPUs (resources.gpus 0);"
+          f" CPU core-hours at {_si(rate)}FLOP/s per core (measured on the tiny preset, overheads included)")
+    print(f"{'sweep':<22}{'cells':>7}{'tokens':>10}{'FLOPs':>10}{'core-h':>10}")
+    for r in rows:
+        print(f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}{r['flops'] / rate / 3600:>10.3g}")
+    flops = sum(r["flops"] for r in rows)
+    print(f"{'total':<22}{total:>7}{_si(sum(r['tokens'] for r in rows)):>10}{_si(flops):>10}{flops / rate / 3600:>10.3g}")
+    if args.list:
+        _print_cells(expanded)
+    return 0
 
 
 def main(args) -> int:
@@ -348,6 +370,8 @@ def main(args) -> int:
     if args.utilisation is not None:
         compute["utilisation"] = args.utilisation
     rows = summary_rows(expanded, compute)
+    if int((config.get("resources") or {}).get("gpus", 1) or 0) == 0:  # a CPU preset
+        return _print_cpu_estimate(config, expanded, rows, args)
     print(f"preset {config['preset']}: {sum(r['cells'] for r in rows)} cells in {len(rows)} sweeps;"
           f" GPU-hours on {compute['gpu_name']} at {compute['utilisation']:.0%} of"
           f" {_si(compute['gpu_peak_flops'])}FLOP/s")
@@ -357,12 +381,17 @@ def main(args) -> int:
     print(f"{'total':<22}{sum(r['cells'] for r in rows):>7}{_si(sum(r['tokens'] for r in rows)):>10}"
           f"{_si(sum(r['flops'] for r in rows)):>10}{sum(r['gpu_hours'] for r in rows):>10.3g}")
     if args.list:
-        for sweep, cells in expanded.items():
-            keys = {p: varied_keys([c for c in cells if c.config.parametrization == p])
-                    for p in {c.config.parametrization for c in cells}}
-            print(f"\n{sweep}:")
-            for c in cells:
-                flat = flatten_config(c.config)
-                shown = " ".join(f"{k}={flat[k]}" for k in ["parametrization", *keys[c.config.parametrization]])
-                print(f"  {c.id}  {c.search_kind}{':' + c.search_axis if c.search_axis else ''}  {shown}")
+        _print_cells(expanded)
     return 0
+
+
+def _print_cells(expanded) -> None:
+    """`cells --list`: one line per cell, its id and the keys that vary within its parametrization."""
+    for sweep, cells in expanded.items():
+        keys = {p: varied_keys([c for c in cells if c.config.parametrization == p])
+                for p in {c.config.parametrization for c in cells}}
+        print(f"\n{sweep}:")
+        for c in cells:
+            flat = flatten_config(c.config)
+            shown = " ".join(f"{k}={flat[k]}" for k in ["parametrization", *keys[c.config.parametrization]])
+            print(f"  {c.id}  {c.search_kind}{':' + c.search_axis if c.search_axis else ''}  {shown}")

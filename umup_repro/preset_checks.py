@@ -16,16 +16,18 @@ from umup_repro.config import HP_DEFAULTS, flatten_config, resolve_config
 # The figure functions of umup_repro/figures/registry.py (FIGURES; a test keeps the two equal;
 # importing the registry here would load matplotlib on every DAG evaluation).
 FIGURE_NAMES = ("transfer_width", "transfer_depth", "transfer_batch", "transfer_steps", "hp_transfer",
-                "search_strategies", "embedding_lr", "rms_init", "rms_training", "rms_end", "fp8_training",
-                "coord_check")
-SEARCH_COLUMNS = ("search.kind", "search.index", "search.axis")
+                "search_strategies", "transfer_error", "embedding_lr", "stability_fixes", "rms_init",
+                "rms_training", "rms_end", "fp8_training", "coord_check", "large_scale")
+SEARCH_COLUMNS = ("search.kind", "search.index", "search.axis", "search.stage", "search.group")
+# Columns aggregate derives from the config (not config keys): Fig. 2's setting (umup_repro/stability.py).
+DERIVED_COLUMNS = ("setting",)
 MAX_AXIS_VALUES = 10_000  # one grid axis; a paper-sized grid has about 20
 
 
 def table_columns() -> set[str]:
     """The columns a sweep's table has that a transfer spec may name: every flattened config key
     (hp.* of every parametrization) and the search columns."""
-    keys = set(flatten_config(resolve_config({}))) | set(SEARCH_COLUMNS)
+    keys = set(flatten_config(resolve_config({}))) | set(SEARCH_COLUMNS) | set(DERIVED_COLUMNS)
     return keys | {f"hp.{name}" for hps in HP_DEFAULTS.values() for name in hps}
 
 

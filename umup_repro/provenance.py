@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # against the bf16 peak too, so their MFU compares directly with bf16 runs'.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
                    "RTX 4090": 165e12, "RTX 3090": 71e12}
+# GPU names Lightning 2.6's table maps to another chip ("NVIDIA L40S" reads as the L4)
+LIGHTNING_MISREADS = ("L40S",)
 
 
 def git_commit() -> tuple[str, Optional[bool]]:
@@ -55,13 +57,26 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
-def peak_flops(device: torch.device) -> Optional[float]:
-    """The device's dense bf16 peak FLOP/s, or None (CPU, unknown GPU)."""
+def peak_flops(device: torch.device, precision: str = "bf16-mixed") -> Optional[float]:
+    """The device's dense peak FLOP/s at the training precision ("bf16-mixed" or "32"; tf32 where
+    Lightning would use it), or None (CPU, unknown GPU). Lightning's per-precision table
+    (`get_available_flops`), except for chips it misreads; our bf16 table for those it lacks."""
+    import warnings
+
     import torch
+    from lightning.fabric.utilities.throughput import get_available_flops
 
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
+    if not any(k in name for k in LIGHTNING_MISREADS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "FLOPs not found": we have a fallback
+            peak = get_available_flops(device, torch.float32 if precision == "32" else torch.bfloat16)
+        if peak:
+            return float(peak)
+    if precision == "32":
+        return None
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 

@@ -3,6 +3,8 @@
     config.yaml    the resolved config, written before training starts
     metrics.csv    step, tokens, train_loss, val_loss, lr
     rms.csv        step, tensor, kind, rms   (kind: weight, activation, grad)
+    parametrization.csv  per weight: role, shape, init std (rule, measured), multiplier, LR factor,
+                   peak LR (umup_repro/parametrization_table.py), written before training starts
     checkpoints/   last.ckpt while the run is incomplete (removed at the end unless kept)
     summary.json   written last, atomically: its presence means the run is complete
 
@@ -187,6 +189,7 @@ def _finite_or_none(x: Optional[float]) -> Optional[float]:
 
 def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, sweep: Optional[str]) -> dict:
     """summary.json's content from a trained (or diverged) CellModule."""
+    from umup_repro.code_fingerprint import code_fingerprint
     from umup_repro.config import flops_per_token
     from umup_repro.model import count_parameters
     from umup_repro.provenance import peak_flops, provenance
@@ -197,7 +200,7 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
     steps_done = module.global_step if not module.diverged else (trained[-1] if trained else 0)
     tps = module.timed_tokens / module.train_seconds if module.train_seconds > 0 else 0.0
     fpt = flops_per_token(config)
-    peak = peak_flops(device) if config.train.precision == "bf16-mixed" else None  # bf16 peak
+    peak = peak_flops(device, config.train.precision)  # the peak at the run's precision
     summary = {
         "cell": config_hash(config),
         "sweep": _sweep_name(out, sweep),
@@ -219,6 +222,7 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
         "parameters": count_parameters(module.model),
         "attempts": module.attempts,
         **provenance(device),
+        "code_fingerprint": code_fingerprint(),  # aggregate refuses sweeps mixing two of these
         "config_hash": config_hash(config),
     }
     summary.update(flatten_config(config))
@@ -252,8 +256,9 @@ def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Opti
         if folder_state(out, resolved) == "complete":
             print(f"cell {cell}: already complete in {out}; nothing to do", flush=True)
             return 0
-        for name in ("config.yaml", "metrics.csv", "rms.csv"):
-            write_text(out / name, (src / name).read_text(encoding="utf-8"))
+        for name in ("config.yaml", "metrics.csv", "rms.csv", "parametrization.csv"):
+            if name != "parametrization.csv" or (src / name).exists():  # (runs from before it existed)
+                write_text(out / name, (src / name).read_text(encoding="utf-8"))
         summary.update(sweep=_sweep_name(out, sweep), copied_from=str(src))
         write_summary(out, summary)
     print(f"cell {config_hash(config)}: copied the complete run from {src}", flush=True)

@@ -19,7 +19,8 @@ module; it holds no Snakemake code, so it can be tested and used on its own.
   id, reruns the command and the cell resumes from its checkpoint.
 - `submit(command, folder, parameters)` submits one `ShellCommand` and returns the submitit job;
   `job_state(job_id)`/`update_states()` read states from submitit's shared watcher, which asks
-  `sacct` once for every job still in flight (never one query per job).
+  `sacct` once for every job still in flight (never one query per job). The executor plugin uses
+  `umup_repro.slurm_status` instead, which bounds what a failing `sacct` can do.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import submitit
 from submitit.slurm import slurm as _slurm
@@ -72,6 +73,7 @@ def submitit_parameters(
     threads: Optional[int] = None,
     signal_delay_s: int = 120,
     environ: Optional[Mapping[str, str]] = None,
+    setup: Optional[Sequence[str]] = None,
 ) -> dict:
     """`submitit.SlurmExecutor` parameters for one job from its Snakemake resources.
 
@@ -80,7 +82,8 @@ def submitit_parameters(
     `slurm_account`, `slurm_qos`, `slurm_constraint`, `slurm_extra` (a dict of further sbatch
     options or a string `key=value,...`). A missing partition, account, QoS or constraint comes from
     `$UMUP_SLURM_<NAME>`, then from `defaults` (the plugin settings); absent everywhere, sbatch
-    uses the cluster's default.
+    uses the cluster's default. `setup`: shell lines the sbatch script runs before the job (site
+    set-up: `module load ...`, activating an environment).
     """
     environ = os.environ if environ is None else environ
     defaults = defaults or {}
@@ -117,6 +120,8 @@ def submitit_parameters(
         if isinstance(extra, str):
             extra = dict(item.split("=", 1) for item in extra.split(",") if item.strip())
         params["additional_parameters"] = {str(k).strip(): v for k, v in dict(extra).items()}
+    if setup:
+        params["setup"] = [str(line) for line in setup]
     return params
 
 

@@ -76,10 +76,14 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")  # divergence
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 deprecation
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # loggers get every row
+    # a local run on a machine that has `srun` is not a mistake (SLURM jobs run us through sbatch)
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
-def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ()):
-    """The Trainer of one cell: CPU or one accelerator, chosen automatically."""
+def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (), loggers: Sequence = ()):
+    """The Trainer of one cell: CPU or one accelerator, chosen automatically; `loggers`: optional
+    Lightning loggers (umup_repro/loggers.py), fed the metrics.csv rows."""
     import lightning as L
     import torch
     from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -88,6 +92,10 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
     if SLURMEnvironment.detect():
         plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the scheduler's job
     callbacks = list(callbacks)
+    if loggers:
+        from umup_repro.loggers import MetricsToLoggers
+
+        callbacks.append(MetricsToLoggers())
     if progress == "bar":
         from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -100,7 +108,7 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
         precision="32-true" if t.precision == "32" else "bf16-mixed",
         max_steps=t.steps,
         max_epochs=-1,
-        logger=False,
+        logger=list(loggers) or False,
         enable_checkpointing=False,  # ours: after validation, in the run folder, atomically
         enable_model_summary=False,
         enable_progress_bar=progress == "bar",
@@ -117,15 +125,22 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
 
 def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = None, progress: str = "auto",
              log_every: Optional[int] = None, keep_checkpoints: bool = False, callbacks: Sequence = (),
-             tokens: Optional[dict] = None) -> int:
+             tokens: Optional[dict] = None, loggers: Optional[Sequence[str]] = None) -> int:
     """Train one cell into `out_dir`; returns the exit code (0: complete or diverged;
     128 + signum: stopped by a signal after saving a checkpoint). Raises CellError (missing data,
     a folder holding another config or in use by another process) before anything is trained.
-    `callbacks` are extra Lightning callbacks (the benchmark's timer); `tokens` pre-loaded arrays."""
+    `callbacks` are extra Lightning callbacks (the benchmark's timer); `tokens` pre-loaded arrays;
+    `loggers` names from umup_repro.loggers.KNOWN (default: $UMUP_LOGGERS, else none)."""
+    from umup_repro.loggers import LoggerError, chosen
+
     started = time.perf_counter()
     out = Path(out_dir)
     cell = config_hash(config)
     run_folder.check_out(out)  # before creating anything in a folder that is not ours
+    try:
+        loggers = chosen(loggers)
+    except LoggerError as err:
+        raise CellError(str(err)) from None
     loaded = None
     if not out.exists():  # the data is checked before the folder is created
         loaded = _load_data(config, tokens)
@@ -147,7 +162,8 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
             raise CellError(f"run folder {out}: cannot write to it ({err})") from None
         try:
             return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress=progress,
-                          log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks)
+                          log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks,
+                          loggers=loggers)
         except MemoryError:
             raise CellError(_OUT_OF_MEMORY.format(cell=cell)) from None
         except RuntimeError as err:  # torch's OutOfMemoryError, CPU allocator failures
@@ -206,12 +222,14 @@ def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
 
 
 def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, started: float, sweep,
-           progress, log_every, keep_checkpoints, callbacks) -> int:
+           progress, log_every, keep_checkpoints, callbacks, loggers=()) -> int:
     """The run itself, in a prepared folder whose lock this process holds."""
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from umup_repro.lightning_module import CellModule, StepBatches
+    from umup_repro.atomic import write_text
+    from umup_repro.parametrization_table import parametrization_csv
     from umup_repro.provenance import describe_device
 
     m, t = config.model, config.train
@@ -222,8 +240,16 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = CellModule(config, val, folder=out, progress=mode, log_every=log_every)
     module.started = started
+    # what each weight got (the init draw: a resumed run rebuilds the same one from the seed)
+    write_text(out / "parametrization.csv", parametrization_csv(module.model, config))
     loader = StepBatches(tokens["train"], config, start=lambda: module.global_step)
-    trainer = build_trainer(config, progress=mode, callbacks=callbacks)
+    from umup_repro.loggers import LoggerError, build_loggers
+
+    try:
+        experiment_loggers = build_loggers(loggers, out, cell)
+    except LoggerError as err:
+        raise CellError(str(err)) from None
+    trainer = build_trainer(config, progress=mode, callbacks=callbacks, loggers=experiment_loggers)
     resume = _usable_checkpoint(ckpt, cell)
     if mode != "none":
         what = f"resuming from {resume}" if resume else "starting"
@@ -296,7 +322,7 @@ def main(args) -> int:
         if args.copy_from:
             return copy_run(config, args.copy_from, out, sweep=args.sweep)
         return run_cell(config, out, sweep=args.sweep, progress=args.progress, log_every=args.log_every,
-                        keep_checkpoints=args.keep_checkpoints)
+                        keep_checkpoints=args.keep_checkpoints, loggers=getattr(args, "logger", None))
     except (ConfigError, CellError, ReadBackError) as err:
         print(f"umup-repro train: error: {err}", file=sys.stderr, flush=True)
         return 2

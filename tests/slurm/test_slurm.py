@@ -342,3 +342,40 @@ def test_cell_resources_gpus_and_flops_scaled_time_limits_reach_sbatch(cluster_e
         assert f"--time={limit}" in script.read_text()
     assert limits[30] > limits[10] > 1, limits  # three times the tokens, a longer limit
     print(f"\n[slurm] FLOPs-scaled time limits (minutes at 10 MFLOP/s) by steps: {limits}")
+
+
+def test_failing_sacct_falls_back_to_the_controller_within_bounded_time(cluster_env, tmp_path):
+    """The accounting database is down (a failing `sacct` first on PATH): after the retries the
+    driver asks squeue/scontrol, says so naming sacct, and the workflow finishes; it never hangs."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Problem talking to the database:"
+                                  " Connection refused' >&2\nexit 1\n")
+    (broken / "sacct").chmod(0o755)
+    env = {**cluster_env, "PATH": f"{broken}:{cluster_env['PATH']}", "UMUP_SLURM_STATUS_RETRIES": "3"}
+    started = time.monotonic()
+    code, out = on_cluster(tmp_path / "wf", {"one": cell("s", steps=5)}, env, timeout=300)
+    elapsed = time.monotonic() - started
+    assert code == 0, out[-3000:]
+    assert "sacct failed 3 times in a row" in out and "Connection refused" in out
+    assert "asking squeue/scontrol" in out
+    assert (tmp_path / "wf/results/runs/s/one/summary.json").exists()
+    # bound: 3 status intervals of 2 s plus the job itself (a 5-step cell); 300 s would be a hang
+    assert elapsed < 240
+    print(f"\n[slurm] failing sacct: fell back to squeue/scontrol, workflow done in {elapsed:.0f} s")
+
+
+def test_failing_sacct_without_fallback_fails_the_job_naming_sacct(cluster_env, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sacct").write_text("#!/bin/sh\necho 'sacct: error: slurmdbd down' >&2\nexit 1\n")
+    (broken / "sacct").chmod(0o755)
+    env = {**cluster_env, "PATH": f"{broken}:{cluster_env['PATH']}", "UMUP_SLURM_STATUS_RETRIES": "2"}
+    started = time.monotonic()
+    code, out = on_cluster(tmp_path / "wf", {"one": cell("s", steps=5)}, env, "--retries", "0",
+                           "--submitit-status-fallback", "fail", timeout=300)
+    elapsed = time.monotonic() - started
+    assert code != 0
+    assert "sacct failed 2 times in a row" in out and "slurmdbd down" in out
+    assert elapsed < 120
+    subprocess.run(["scancel", "--name", "one"], check=False)

@@ -54,3 +54,11 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
         if not path.exists():  # another job may have built it while we waited
             build(path)
     return path
+
+
+def say(message: str) -> None:
+    """A progress line for the one-time builds (tokenizer, token cache), on stderr so tables and
+    piped output stay clean."""
+    import sys
+
+    print(f"[data] {message}", file=sys.stderr, flush=True)

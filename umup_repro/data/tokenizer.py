@@ -6,6 +6,7 @@ later run loads the file instead of training again.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -13,7 +14,7 @@ from tokenizers import Tokenizer
 
 from umup_repro.atomic import write_text
 from umup_repro.config import RunConfig
-from umup_repro.data.cache import BUILD_COUNTS, FORMAT_VERSION, build_once, cache_dir, cache_key
+from umup_repro.data.cache import BUILD_COUNTS, FORMAT_VERSION, build_once, cache_dir, cache_key, say
 from umup_repro.data.corpora import DataUnavailableError, corpus_identity, documents
 
 EOT = "<|endoftext|>"  # the trained BPE's end-of-text token, appended after every document
@@ -76,7 +77,11 @@ def _train_bpe(config: RunConfig, path: Path) -> None:
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOT], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    say(f"training a byte-level BPE tokenizer (vocab {vocab}) on up to {BPE_TRAIN_CHARS / 1e6:.0f}M characters"
+        f" of {config.data.corpus}; once, then cached: {path.name}")
+    start = time.perf_counter()
     tokenizer.train_from_iterator(_first_chars(docs, BPE_TRAIN_CHARS), trainer)
+    say(f"tokenizer trained in {time.perf_counter() - start:.1f} s")
     BUILD_COUNTS["train_bpe"] += 1
     write_text(path, tokenizer.to_str())
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from umup_repro.atomic import atomic_path, write_text
 from umup_repro.config import RunConfig
-from umup_repro.data.cache import BUILD_COUNTS, FORMAT_VERSION, build_once, cache_dir, cache_key
+from umup_repro.data.cache import BUILD_COUNTS, FORMAT_VERSION, build_once, cache_dir, cache_key, say
 from umup_repro.data.corpora import SPLITS, DataUnavailableError, corpus_identity, documents
 from umup_repro.data.tokenizer import eot_id, get_tokenizer, tokenizer_identity
 
@@ -65,6 +65,8 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
     budget = config.data.max_tokens
     docs = documents(config.data, split)
     n_tokens = n_docs = 0
+    say(f"tokenizing {config.data.corpus} ({split}) into the token cache; once, then memory-mapped: {path.name}")
+    last_said = time.perf_counter()
     with atomic_path(path) as tmp:  # the .bin is published last: its presence means the entry is complete
         with open(tmp, "wb") as f:
             for chunk in _chunks(docs, ENCODE_CHUNK_CHARS):
@@ -77,6 +79,10 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
                 np.asarray(ids, dtype=dtype).tofile(f)
                 n_tokens += len(ids)
                 n_docs += len(chunk)
+                if time.perf_counter() - last_said > 10:
+                    last_said = time.perf_counter()
+                    say(f"  {split}: {n_docs} documents, {n_tokens / 1e6:.1f}M tokens so far"
+                        f" ({last_said - start:.0f} s)")
                 if budget is not None and n_tokens >= budget:
                     break
             f.flush()
@@ -92,6 +98,7 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
             "build_seconds": round(time.perf_counter() - start, 3),
         }
         write_text(path.with_suffix(".json"), json.dumps(info, indent=1))
+    say(f"{split}: {n_tokens / 1e6:.2f}M tokens from {n_docs} documents in {time.perf_counter() - start:.1f} s")
     BUILD_COUNTS["tokenize"] += 1
 
 

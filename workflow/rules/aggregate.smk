@@ -21,6 +21,8 @@ rule aggregate_sweep:
         "results/logs/aggregate/{sweep}.log",
     params:
         preset=config["preset"],
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "umup-repro aggregate --preset {params.preset:q} --sweep {wildcards.sweep}"
         " --runs results/runs --tables results/tables > {log} 2>&1"
@@ -36,6 +38,8 @@ rule transfer_summary:
     params:
         preset=config["preset"],
         sweeps=" ".join(f"--sweep {s}" for s in TRANSFER_SWEEPS),
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "umup-repro aggregate --preset {params.preset:q} {params.sweeps} --tables results/tables"
         " --transfer-summary {output} > {log} 2>&1"

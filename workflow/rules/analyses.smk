@@ -11,10 +11,14 @@ rule analysis_instructive_example:
         table="results/tables/instructive_example.csv",
         slopes="results/tables/instructive_example_slopes.csv",
         pdf="figures/instructive_example.pdf",
-        png="figures/instructive_example.png",
+        png=report("figures/instructive_example.png", caption="../report/figure.rst", category="Analyses"),
     log:
         "results/logs/analyses/instructive_example.log",
+    params:
+        caption=FIGURE_CAPTIONS["instructive_example"],
     threads: 1
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "umup-repro analysis instructive_example --table {output.table}"
         " --slopes-table {output.slopes} --figure {output.pdf} > {log} 2>&1"
@@ -25,12 +29,16 @@ rule analysis_embedding_update:
         table="results/tables/embedding_update.csv",
         slopes="results/tables/embedding_update_slopes.csv",
         pdf="figures/embedding_update.pdf",
-        png="figures/embedding_update.png",
+        png=report("figures/embedding_update.png", caption="../report/figure.rst", category="Analyses"),
     log:
         "results/logs/analyses/embedding_update.log",
+    params:
+        caption=FIGURE_CAPTIONS["embedding_update"],
     threads: 2
     resources:
         mem_mb=6000,
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "umup-repro analysis embedding_update --table {output.table}"
         " --slopes-table {output.slopes} --figure {output.pdf} > {log} 2>&1"
@@ -42,12 +50,17 @@ rule analysis_low_rank:
         plateaus="results/tables/low_rank_plateaus.csv",
         alignment="results/tables/low_rank_alignment.csv",
         pdf="figures/low_rank.pdf",
-        png="figures/low_rank.png",
+        png=report("figures/low_rank.png", caption="../report/figure.rst", category="Analyses"),
         alignment_pdf="figures/low_rank_alignment.pdf",
-        alignment_png="figures/low_rank_alignment.png",
+        alignment_png=report("figures/low_rank_alignment.png", caption="../report/alignment.rst", category="Analyses"),
     log:
         "results/logs/analyses/low_rank.log",
+    params:
+        caption=FIGURE_CAPTIONS["low_rank"],
+        alignment_caption=FIGURE_CAPTIONS["low_rank_alignment"],
     threads: 2
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "umup-repro analysis low_rank --table {output.table}"
         " --plateau-table {output.plateaus} --alignment-table {output.alignment}"

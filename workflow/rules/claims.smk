@@ -6,15 +6,7 @@
 from umup_repro.claims import INPUTS as CLAIM_TABLES
 
 
-def _made_by_dag(path):
-    """Whether a rule of this workflow writes `path` (a sweep table, or a fixed output path)."""
-    rel = os.path.relpath(path, "results/tables")
-    if rel.endswith(".csv") and os.sep not in rel and rel[:-4] in CELLS:
-        return True
-    return any(str(f) == path for r in workflow.rules for f in r.output)
-
-
-CLAIM_INPUTS = [p for p in (f"results/tables/{rel}" for rel in CLAIM_TABLES) if _made_by_dag(p)]
+CLAIM_INPUTS = [p for p in (f"results/tables/{rel}" for rel in CLAIM_TABLES) if made_by_dag(p)]
 
 
 rule claims:
@@ -28,6 +20,8 @@ rule claims:
     log:
         "results/logs/figures/claims.log",
     localrule: True
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "umup-repro claims --tables results/tables --inputs {input} --out {output.table}"
         " --figure {output.pdf} --page {output.page} > {log} 2>&1"

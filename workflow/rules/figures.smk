@@ -27,22 +27,14 @@ COORD_CHECK = {
     **(config.get("coord_check") or {}),
 }
 
+# Captions of the figures in `snakemake --report`.
+FIGURE_CAPTIONS = yaml.safe_load((Path(workflow.basedir) / "workflow/report/captions.yaml").read_text())
+
 FIGURE_MAP = {
     name: list(sweeps or [])
     for name, sweeps in (config.get("figures") or {}).items()
     if name == "coord_check" or (sweeps and all(s in CELLS for s in sweeps))
 }
-
-
-def figure_tables(name, sweeps):
-    if name == "coord_check":
-        return [f"results/tables/coord_check/{p}/coord_check.csv" for p in COORD_CHECK["parametrizations"]]
-    extra = FIGURE_EXTRA_TABLES.get(name, [])
-    if name == "transfer_error":  # the pairwise table (search.smk) besides its sweeps' tables
-        return ["results/tables/transfer_error.csv"] + [f"results/tables/{s}.csv" for s in sweeps]
-    return [f"results/tables/{s}.csv" for s in sweeps] + [
-        f"results/tables/{kind}/{s}.csv" for kind in extra for s in sweeps
-    ]
 
 
 for _name, _sweeps in FIGURE_MAP.items():
@@ -55,16 +47,19 @@ for _name, _sweeps in FIGURE_MAP.items():
             [summary for s in _sweeps for summary in summaries(s)],  # a deleted run folder reruns its cell
         output:
             pdf=f"figures/{_name}.pdf",
-            png=f"figures/{_name}.png",
+            png=report(f"figures/{_name}.png", caption="../report/figure.rst", category="Figures"),
             data=f"results/tables/figures/{_name}.csv",
         log:
             f"results/logs/figures/{_name}.log",
         params:
             name=_name,
+            caption=FIGURE_CAPTIONS.get(_name, _name),
             sweeps=" ".join(COORD_CHECK["parametrizations"] if _name == "coord_check" else _sweeps),
         threads: 1
         # plotting reads tables and takes seconds: on a cluster it runs in the driver, not as a job
         localrule: True
+        conda:
+            "../envs/umup-repro.yaml"
         shell:
             "umup-repro plot {params.name} --tables results/tables --sweeps {params.sweeps}"
             " --out {output.pdf} --data {output.data} > {log} 2>&1"
@@ -89,6 +84,8 @@ if "coord_check" in FIGURE_MAP:
             batch_size=COORD_CHECK["batch_size"],
             seq_len=COORD_CHECK["seq_len"],
         threads: 1
+        conda:
+            "../envs/umup-repro.yaml"
         shell:
             "OMP_NUM_THREADS={threads} umup-repro coord-check --parametrization {wildcards.parametrization}"
             " --widths {params.widths} --depth {params.depth} --steps {params.steps}"

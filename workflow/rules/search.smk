@@ -12,36 +12,6 @@ PAIR_SWEEPS = [s for s in CELLS if config["sweeps"][s].get("pairs")]
 _DECIDED = {}
 
 
-def decided_cells(sweep):
-    """{id: cell} of a sweep given the stage decisions on disk (a static sweep: its cells)."""
-    if sweep not in STAGED_SWEEPS:
-        return CELLS.get(sweep, {})
-    decisions = staged.load_decisions(staged.SEARCH_DIR, sweep)
-    key = (sweep, repr(decisions))
-    if key not in _DECIDED:
-        cells = grid.expand_sweep(sweep, config["sweeps"][sweep], config.get("defaults", {}),
-                                  config.get("resources", {}), decisions)
-        _DECIDED[key] = {c.id: c for c in cells if not c.alias}
-    return _DECIDED[key]
-
-
-def stage_summaries(sweep, stage):
-    """The runs a stage decision reads: stage `lr`'s, plus stage `hp`'s once `lr` is decided."""
-    if stage == "hp":
-        checkpoints.search_stage.get(sweep=sweep, stage="lr")
-    wanted = ("lr",) if stage == "lr" else ("lr", "hp")
-    return [f"results/runs/{sweep}/{cid}/summary.json" for cid, c in decided_cells(sweep).items()
-            if c.search_stage in wanted]
-
-
-def sweep_summaries(sweep):
-    """Every run of a sweep; for a staged sweep, after both decisions (its combined run too)."""
-    if sweep not in STAGED_SWEEPS:
-        return summaries(sweep)
-    checkpoints.search_stage.get(sweep=sweep, stage="hp")
-    return [f"results/runs/{sweep}/{cid}/summary.json" for cid in decided_cells(sweep)]
-
-
 checkpoint search_stage:
     input:
         lambda w: stage_summaries(w.sweep, w.stage),
@@ -54,6 +24,8 @@ checkpoint search_stage:
     localrule: True  # reads a few summaries: on a cluster it runs in the driver
     params:
         preset=config["preset"],
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "umup-repro search-stage --preset {params.preset:q} --sweep {wildcards.sweep} --stage {wildcards.stage}"
         " --runs results/runs --search-dir results/search > {log} 2>&1"
@@ -74,6 +46,8 @@ if PAIR_SWEEPS:
         params:
             preset=config["preset"],
             sweeps=" ".join(f"--sweep {s}" for s in PAIR_SWEEPS),
+        conda:
+            "../envs/umup-repro.yaml"
         shell:
             "umup-repro transfer-error --preset {params.preset:q} {params.sweeps} --tables results/tables"
             " --out {output} > {log} 2>&1"

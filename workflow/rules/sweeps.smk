@@ -8,49 +8,6 @@ wildcard_constraints:
     cell="[0-9a-f]{12}",
 
 
-def cell_of(wildcards):
-    try:
-        return CELLS[wildcards.sweep][wildcards.cell]
-    except KeyError:
-        if wildcards.cell in decided_cells(wildcards.sweep):  # a staged search's later stage (search.smk)
-            return decided_cells(wildcards.sweep)[wildcards.cell]
-        raise ValueError(f"results/runs/{wildcards.sweep}/{wildcards.cell}: no such cell in preset"
-                         f" {config['preset']!r} (list them with: umup-repro cells --preset {config['preset']} --list)")
-
-
-# A job that only copies a cell trained in another sweep needs a CPU for seconds, never a GPU.
-COPY_RESOURCES = {"runtime": 5, "mem_mb": 1000, "gpus": 0, "cpus_per_task": 1}
-
-
-def cell_resources(key, default=None):
-    """A resource of the cell (preset and sweep `resources`); runtime scaled from its FLOPs."""
-    def get(wildcards):
-        cell = cell_of(wildcards)
-        if HOME.get(wildcards.cell, wildcards.sweep) != wildcards.sweep and key in COPY_RESOURCES:
-            return COPY_RESOURCES[key]
-        if key == "runtime" and "runtime" not in cell.resources:
-            return grid.runtime_minutes(cell, config.get("compute"))
-        return cell.resources.get(key, default)
-    return get
-
-
-# A cell reached by several sweeps (same config, same id) is trained once, in the first sweep
-# that lists it (its home); the other sweeps copy the finished run.
-HOME = {}
-for _sweep, _cells in CELLS.items():
-    for _cid in _cells:
-        HOME.setdefault(_cid, _sweep)
-
-
-def home_summary(wildcards):
-    home = HOME.get(wildcards.cell, wildcards.sweep)
-    return [] if home == wildcards.sweep else [f"results/runs/{home}/{wildcards.cell}/summary.json"]
-
-
-def summaries(sweep):
-    return [f"results/runs/{sweep}/{cid}/summary.json" for cid in CELLS[sweep]]
-
-
 # Every cell's summary is a target of `all` (and figures list their cells too), because Snakemake
 # (>= 7.7) does not rebuild a deleted intermediate file while the files made from it are up to
 # date: naming the summaries as targets makes a deleted run folder rerun that cell.
@@ -65,6 +22,8 @@ rule train_cell:
         "results/runs/{sweep}/{cell}/summary.json",
     log:
         "results/logs/train/{sweep}/{cell}.log",
+    benchmark:
+        "results/benchmarks/train/{sweep}/{cell}.tsv"  # wall time, max RSS: what mem_mb should be
     params:
         config=lambda w: cell_of(w).config_json,
         reuse=lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else "",
@@ -78,6 +37,8 @@ rule train_cell:
         slurm_account=cell_resources("slurm_account", ""),
         slurm_qos=cell_resources("slurm_qos", ""),
         slurm_constraint=cell_resources("slurm_constraint", ""),
+    conda:
+        "../envs/umup-repro.yaml"
     shell:
         "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} umup-repro train -"
         " --out results/runs/{wildcards.sweep}/{wildcards.cell} --sweep {wildcards.sweep}"

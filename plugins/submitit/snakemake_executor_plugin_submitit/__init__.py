@@ -6,10 +6,14 @@ groups and `--jobs` work as with any executor. Each job runs Snakemake's own job
 (`python -m snakemake --mode remote --target-jobs ...`) inside `umup_repro.slurm.ShellCommand`, a
 submitit Checkpointable: on preemption or the time limit it stops the command gracefully (the
 trainer checkpoints) and submitit requeues the job, which resumes from the checkpoint. Status is
-polled with one `sacct` call per interval for every job in flight (submitit's shared watcher).
+polled with one `sacct` call per interval for every job in flight (`umup_repro.slurm_status`);
+when `sacct` fails `status-retries` times in a row the plugin asks `squeue`/`scontrol` instead,
+and a job nobody can account for fails with a message naming `sacct`: the driver never waits
+forever on a broken accounting database.
 
 Settings (`--submitit-<name>` on the command line, `submitit-<name>:` in a profile):
-logdir, partition, account, qos, constraint, signal-delay-s, max-requeues, log-tail-lines.
+logdir, partition, account, qos, constraint, signal-delay-s, max-requeues, group-cpus,
+log-tail-lines, setup, status-retries, status-fallback (squeue | fail), status-timeout-s.
 Resources read from each job: runtime, mem_mb, mem_mb_per_cpu, gpus, cpus_per_task,
 slurm_partition, slurm_account, slurm_qos, slurm_constraint, slurm_extra.
 """
@@ -26,6 +30,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 from umup_repro import slurm
+from umup_repro.slurm_status import LOST, JobStates
 
 
 @dataclass
@@ -72,6 +77,27 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=40,
         metadata={"help": "Lines of a failed job's log shown in the error report."},
     )
+    setup: Optional[str] = field(
+        default=None,
+        metadata={"help": "Site set-up: shell lines (newline-separated) each job script runs before the "
+                          "job, e.g. 'module load cuda/12.4' and activating the environment."},
+    )
+    status_retries: int = field(
+        default=5,
+        metadata={"help": "Failed `sacct` calls in a row before the status falls back to squeue/scontrol "
+                          "(or, without the fallback, the jobs in flight fail). $UMUP_SLURM_STATUS_RETRIES "
+                          "overrides."},
+    )
+    status_fallback: str = field(
+        default="squeue",
+        metadata={"help": "When sacct keeps failing: 'squeue' asks squeue/scontrol (slurmctld) for the states; "
+                          "'fail' fails the jobs in flight with a message naming sacct.",
+                  "choices": ["squeue", "fail"]},
+    )
+    status_timeout_s: int = field(
+        default=60,
+        metadata={"help": "Timeout of one sacct/squeue/scontrol call, in seconds."},
+    )
 
 
 common_settings = CommonSettings(
@@ -114,6 +140,12 @@ class Executor(RemoteExecutor):
         delay = os.environ.get("UMUP_SLURM_SIGNAL_DELAY_S")
         self.signal_delay_s = int(delay) if delay else int(settings.signal_delay_s)
         self.defaults = {k: getattr(settings, k) for k in ("partition", "account", "qos", "constraint")}
+        self.setup = [line for line in (settings.setup or "").splitlines() if line.strip()]
+        retries = int(os.environ.get("UMUP_SLURM_STATUS_RETRIES") or settings.status_retries)
+        if settings.status_fallback not in ("squeue", "fail"):
+            raise WorkflowError(f"--submitit-status-fallback: 'squeue' or 'fail', not {settings.status_fallback!r}")
+        self.status = JobStates(retries=retries, fallback=settings.status_fallback == "squeue",
+                                timeout_s=float(settings.status_timeout_s), log=self.logger.warning)
         self.logger.info(
             "submitit executor: logs in {}, status every {} s (one sacct call for all jobs)".format(
                 settings.logdir, self.next_seconds_between_status_checks))
@@ -175,6 +207,7 @@ class Executor(RemoteExecutor):
                 defaults=self.defaults,
                 threads=cores,
                 signal_delay_s=self.signal_delay_s,
+                setup=self.setup,
             )
         except ValueError as err:
             raise WorkflowError(f"job {label}: {err}") from err
@@ -195,11 +228,17 @@ class Executor(RemoteExecutor):
         self, active_jobs: List[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if active_jobs:
-            async with self.status_rate_limiter:
-                slurm.update_states()  # one sacct call for every job in flight
+            async with self.status_rate_limiter:  # one sacct call for every job in flight
+                self.status.update(info.external_jobid for info in active_jobs)
         for info in active_jobs:
-            state = slurm.job_state(info.external_jobid)
+            state = self.status.state(info.external_jobid)
             self.logger.debug(f"SLURM job {info.external_jobid} ({info.aux['label']}): {state}")
+            if state == LOST:
+                reason = self.status.reason(info.external_jobid)
+                message = f"SLURM job {info.external_jobid} ({info.aux['label']}): {reason}"
+                self.logger.error(message)
+                self.report_job_error(info, msg=message, aux_logs=[info.aux["log"]])
+                continue
             if not slurm.is_terminal(state):
                 yield info
                 continue

@@ -1,0 +1,101 @@
+# Input and resource functions of the rules (Snakemake's convention: functions apart from rules).
+# They read the globals the Snakefile and the rule files define (CELLS, HOME, COORD_CHECK, ...)
+# when called, so this file is included first.
+
+
+def cell_of(wildcards):
+    try:
+        return CELLS[wildcards.sweep][wildcards.cell]
+    except KeyError:
+        if wildcards.cell in decided_cells(wildcards.sweep):  # a staged search's later stage (search.smk)
+            return decided_cells(wildcards.sweep)[wildcards.cell]
+        raise ValueError(f"results/runs/{wildcards.sweep}/{wildcards.cell}: no such cell in preset"
+                         f" {config['preset']!r} (list them with: umup-repro cells --preset {config['preset']} --list)")
+
+
+# A job that only copies a cell trained in another sweep needs a CPU for seconds, never a GPU.
+COPY_RESOURCES = {"runtime": 5, "mem_mb": 1000, "gpus": 0, "cpus_per_task": 1}
+
+
+def cell_resources(key, default=None):
+    """A resource of the cell (preset and sweep `resources`); runtime scaled from its FLOPs."""
+    def get(wildcards):
+        cell = cell_of(wildcards)
+        if HOME.get(wildcards.cell, wildcards.sweep) != wildcards.sweep and key in COPY_RESOURCES:
+            return COPY_RESOURCES[key]
+        if key == "runtime" and "runtime" not in cell.resources:
+            return grid.runtime_minutes(cell, config.get("compute"))
+        return cell.resources.get(key, default)
+    return get
+
+
+# A cell reached by several sweeps (same config, same id) is trained once, in the first sweep
+# that lists it (its home); the other sweeps copy the finished run.
+HOME = {}
+for _sweep, _cells in CELLS.items():
+    for _cid in _cells:
+        HOME.setdefault(_cid, _sweep)
+
+
+def home_summary(wildcards):
+    home = HOME.get(wildcards.cell, wildcards.sweep)
+    return [] if home == wildcards.sweep else [f"results/runs/{home}/{wildcards.cell}/summary.json"]
+
+
+def summaries(sweep):
+    return [f"results/runs/{sweep}/{cid}/summary.json" for cid in CELLS[sweep]]
+
+
+def figure_tables(name, sweeps):
+    if name == "coord_check":
+        return [f"results/tables/coord_check/{p}/coord_check.csv" for p in COORD_CHECK["parametrizations"]]
+    extra = FIGURE_EXTRA_TABLES.get(name, [])
+    if name == "transfer_error":  # the pairwise table (search.smk) besides its sweeps' tables
+        return ["results/tables/transfer_error.csv"] + [f"results/tables/{s}.csv" for s in sweeps]
+    return [f"results/tables/{s}.csv" for s in sweeps] + [
+        f"results/tables/{kind}/{s}.csv" for kind in extra for s in sweeps
+    ]
+
+
+# Staged searches (search.smk): a sweep's cells given the stage decisions on disk.
+
+
+def decided_cells(sweep):
+    """{id: cell} of a sweep given the stage decisions on disk (a static sweep: its cells)."""
+    if sweep not in STAGED_SWEEPS:
+        return CELLS.get(sweep, {})
+    decisions = staged.load_decisions(staged.SEARCH_DIR, sweep)
+    key = (sweep, repr(decisions))
+    if key not in _DECIDED:
+        cells = grid.expand_sweep(sweep, config["sweeps"][sweep], config.get("defaults", {}),
+                                  config.get("resources", {}), decisions)
+        _DECIDED[key] = {c.id: c for c in cells if not c.alias}
+    return _DECIDED[key]
+
+
+def stage_summaries(sweep, stage):
+    """The runs a stage decision reads: stage `lr`'s, plus stage `hp`'s once `lr` is decided."""
+    if stage == "hp":
+        checkpoints.search_stage.get(sweep=sweep, stage="lr")
+    wanted = ("lr",) if stage == "lr" else ("lr", "hp")
+    return [f"results/runs/{sweep}/{cid}/summary.json" for cid, c in decided_cells(sweep).items()
+            if c.search_stage in wanted]
+
+
+def sweep_summaries(sweep):
+    """Every run of a sweep; for a staged sweep, after both decisions (its combined run too)."""
+    if sweep not in STAGED_SWEEPS:
+        return summaries(sweep)
+    checkpoints.search_stage.get(sweep=sweep, stage="hp")
+    return [f"results/runs/{sweep}/{cid}/summary.json" for cid in decided_cells(sweep)]
+
+
+# The scorecard (claims.smk) reads those of its tables that this DAG makes.
+
+
+def made_by_dag(path):
+    """Whether a rule of this workflow writes `path` (a sweep table, or a fixed output path)."""
+    rel = os.path.relpath(path, "results/tables")
+    if rel.endswith(".csv") and os.sep not in rel and rel[:-4] in CELLS:
+        return True
+    return any(str(f) == path for r in workflow.rules for f in r.output)
