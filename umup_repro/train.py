@@ -33,6 +33,7 @@ import yaml
 
 from umup_repro import run_folder
 from umup_repro.config import RunConfig, config_hash, config_to_dict
+from umup_repro.distributed import global_rank
 from umup_repro.run_folder import CellError, copy_run
 
 STOP_SIGNALS = tuple(s for s in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
@@ -78,10 +79,13 @@ def _quiet_lightning() -> None:
 
 
 def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ()):
-    """The Trainer of one cell: CPU or one accelerator, chosen automatically."""
+    """The Trainer of one cell: CPU or accelerators, chosen automatically; one process per device
+    (distributed.devices per node, distributed.nodes nodes)."""
     import lightning as L
     import torch
     from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from umup_repro.distributed import build_strategy
 
     plugins = []
     if SLURMEnvironment.detect():
@@ -95,7 +99,10 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
     t = config.train
     return L.Trainer(
         accelerator="auto",
-        devices=1,
+        devices=config.distributed.devices,
+        num_nodes=config.distributed.nodes,
+        strategy=build_strategy(config),
+        accumulate_grad_batches=config.distributed.accumulate,
         precision="32-true" if t.precision == "32" else "bf16-mixed",
         max_steps=t.steps,
         max_epochs=-1,
@@ -129,6 +136,9 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
         print(f"cell {cell}: already complete in {out}; nothing to do", flush=True)
         return 0
     tokens, val = _load_data(config, tokens)
+    if global_rank() != 0:  # rank 0 holds the folder (lock, files, summary); the others only train
+        return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress="none",
+                      log_every=log_every, keep_checkpoints=True, callbacks=callbacks)
     out.mkdir(parents=True, exist_ok=True)
     with run_folder.locked(out):
         if not run_folder.prepare(out, config, state):  # completed by another process meanwhile
@@ -173,8 +183,8 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = CellModule(config, val, folder=out, progress=mode, log_every=log_every)
     module.started = started
-    loader = StepBatches(tokens["train"], config, start=lambda: module.global_step)
     trainer = build_trainer(config, progress=mode, callbacks=callbacks)
+    loader = StepBatches(tokens["train"], config, start=lambda: module.global_step, rank=lambda: trainer.global_rank)
     resume = ckpt if ckpt.exists() else None
     if mode != "none":
         what = f"resuming from {resume}" if resume else "starting"
@@ -192,6 +202,8 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
         return 128 + int(module.stop_signal)
     if not module.diverged and module.global_step < t.steps:
         raise RuntimeError(f"training stopped at step {module.global_step} of {t.steps} for no known reason")
+    if not trainer.is_global_zero:
+        return 0
 
     module.write_files()
     summary = run_folder.make_summary(config, module, trainer.strategy.root_device, out, sweep=sweep)
