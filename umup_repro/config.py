@@ -141,7 +141,8 @@ class TrainConfig(_Section):
     adam_eps: float = Field(1e-8, gt=0)
     grad_clip: Optional[float] = Field(None, gt=0)
     seed: int = 0
-    precision: Literal["32", "bf16-mixed"] = "32"
+    precision: Literal["32", "tf32", "bf16-mixed"] = Field(
+        "32", description="fp32 ('32'); fp32 weights with TF32 matmuls on GPUs ('tf32'; fp32 on CPU); bf16-mixed")
     diverge_loss: float = Field(20.0, gt=0, description="loss above this ends the run as diverged")
     checkpoint_every: int = Field(50, gt=0)
     emb_lr_rule: Literal["default", "constant", "inv_sqrt_fan_out"] = Field(

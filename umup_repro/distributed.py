@@ -44,3 +44,15 @@ def build_strategy(config: RunConfig):
     from umup_repro.model import Block
 
     return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", use_orig_params=True)
+
+
+def srun_prefix(config: RunConfig) -> str:
+    """The shell words that start a distributed cell's ranks inside a SLURM job: `srun` with one
+    task per device (`--overlap`: the job's own step holds the allocation's GPUs too; `--input
+    all`: every rank reads the piped config). Empty for one process; outside SLURM the words
+    expand to nothing and Lightning's launcher starts the ranks."""
+    d = config.distributed
+    if d.world_size == 1:
+        return ""
+    return (f"${{SLURM_JOB_ID:+srun --nodes={d.nodes} --ntasks={d.world_size} --ntasks-per-node={d.devices}"
+            " --overlap --input=all --kill-on-bad-exit=1} ")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -97,13 +98,14 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = ())
         callbacks.append(TQDMProgressBar())
     cpu = not torch.cuda.is_available()
     t = config.train
+    torch.set_float32_matmul_precision("high" if t.precision == "tf32" else "highest")  # TF32 tensor cores or not
     return L.Trainer(
         accelerator="auto",
         devices=config.distributed.devices,
         num_nodes=config.distributed.nodes,
         strategy=build_strategy(config),
         accumulate_grad_batches=config.distributed.accumulate,
-        precision="32-true" if t.precision == "32" else "bf16-mixed",
+        precision="bf16-mixed" if t.precision == "bf16-mixed" else "32-true",
         max_steps=t.steps,
         max_epochs=-1,
         logger=False,
@@ -222,6 +224,18 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
 # `umup-repro train`
 
 
+STDIN_CONFIG_ENV = "UMUP_REPRO_STDIN_CONFIG"
+
+
+def _stdin_config() -> str:
+    """The config text piped to `train -`. Lightning's launcher starts the other ranks of a
+    distributed cell by re-running this command, whose stdin the first rank has read: the text
+    passes to them in the environment they inherit."""
+    if global_rank() == 0 or STDIN_CONFIG_ENV not in os.environ:
+        os.environ[STDIN_CONFIG_ENV] = sys.stdin.read()
+    return os.environ[STDIN_CONFIG_ENV]
+
+
 def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
     """Read a YAML (or JSON) config, `-` for stdin, and apply `--set key=value` overrides
     (values parsed as YAML)."""
@@ -231,7 +245,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
     if str(path) != "-" and not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(sys.stdin.read() if str(path) == "-" else p.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(_stdin_config() if str(path) == "-" else p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     overrides = {}
