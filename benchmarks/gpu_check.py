@@ -8,7 +8,7 @@ Prints, on a GPU with FP8 tensor cores:
 3. u-μP BF16 MFU at width 2048 (eager and `torch.compile`; target ≥ 40%);
 4. one `paper` cell's measured tokens/s against the preset's estimate (umup_repro/budget.py), in
    fp32 and TF32, and the utilisation that calibrates `umup-repro cells --measured`;
-5. where two GPUs are visible, the same small cell on 1 and on 2 GPUs (DDP) through
+5. where two GPUs are visible, the same small cell on 1 GPU and on 2 (DDP, FSDP) through
    `umup-repro train`: tokens/s and final losses (within 1e-3 expected).
 Training parts use random tokens (no corpus needed); part 5 trains a BPE tokenizer on a generated
 text file. Nothing is written outside a temporary folder.
@@ -111,20 +111,24 @@ def one_vs_two_gpus(budget_s: float) -> None:
             "train": {"steps": 100, "batch_size": 32, "warmup": 10, "precision": "bf16-mixed"},
             "log": {"rms_every": 50, "val_every": 50}}))
         results = {}
-        for devices in (1, 2):
-            out = Path(tmp) / f"run{devices}"
+        for devices, strategy in ((1, "ddp"), (2, "ddp"), (2, "fsdp")):
+            if left(budget_s) < 40:
+                break
+            out = Path(tmp) / f"run{devices}{strategy}"
             cmd = [sys.executable, "-m", "umup_repro.cli", "train", str(cfg), "--out", str(out), "--progress",
-                   "none", "--set", f"distributed.devices={devices}"]
+                   "none", "--set", f"distributed.devices={devices}", "--set", f"distributed.strategy={strategy}"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, left(budget_s)),
                                   env={**os.environ, "PYTHONPATH": str(REPO)})
             if proc.returncode:
-                print(f"  {devices} GPU(s): failed rc {proc.returncode}: {proc.stderr[-1500:]}")
-                return
-            results[devices] = json.loads((out / "summary.json").read_text())
-        for d, s in results.items():
-            print(f"  {d} GPU(s): {s['tokens_per_second']:,.0f} tok/s, final train {s['final_train_loss']:.5f},"
-                  f" val {s['final_val_loss']:.5f}")
-        print(f"  |final val difference| {abs(results[1]['final_val_loss'] - results[2]['final_val_loss']):.2e}")
+                print(f"  {devices} GPU(s) {strategy}: failed rc {proc.returncode}: {proc.stderr[-1500:]}")
+                continue
+            results[devices, strategy] = s = json.loads((out / "summary.json").read_text())
+            print(f"  {devices} GPU(s) {strategy}: {s['tokens_per_second']:,.0f} tok/s, final train"
+                  f" {s['final_train_loss']:.5f}, val {s['final_val_loss']:.5f}")
+        if (1, "ddp") in results:
+            for key, s in results.items():
+                diff = abs(s["final_val_loss"] - results[1, "ddp"]["final_val_loss"])
+                print(f"  |final val - 1 GPU| {key}: {diff:.2e} (expected < 1e-3)")
 
 
 def main() -> int:
@@ -150,7 +154,7 @@ def main() -> int:
         print(f"  {'compiled' if compile else 'eager':8s} {t * 1e3:.1f} ms/step, MFU {mfu:.1%}")
     print("4. a `paper` cell: measured tokens/s vs the preset's estimate:")
     paper_cell(args.budget_s)
-    print("5. the same cell on 1 and 2 GPUs (DDP):")
+    print("5. the same cell on 1 and 2 GPUs (DDP, FSDP):")
     one_vs_two_gpus(args.budget_s)
     print(f"gpu_check: done in {time.monotonic() - START:.0f} s")
     return 0

@@ -39,11 +39,35 @@ def build_strategy(config: RunConfig):
     if not torch.cuda.is_available():
         raise CellError("distributed.strategy fsdp needs CUDA GPUs (Lightning's FSDPStrategy refuses the CPU);"
                         " use distributed.strategy ddp on CPU")
+    import functools
+
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+
+    return FSDPStrategy(auto_wrap_policy=functools.partial(lambda_auto_wrap_policy, lambda_fn=_fsdp_unit),
+                        state_dict_type="full", use_orig_params=True)
+
+
+def _fsdp_unit(module) -> bool:
+    """FSDP units: each block, the embedding and the readout. Every parameter then sits in a unit
+    whose own forward gathers it, so validation (outside Lightning's training step) works."""
+    from umup_repro.model import Block, Embedding, Linear
+
+    return isinstance(module, (Block, Embedding)) or (isinstance(module, Linear) and module.readout)
+
+
+def full_parameters(trainer):
+    """Context in which every rank sees whole parameters and gradients (FSDP gathers them; a
+    no-op otherwise): what per-tensor RMS logging reads. Collective: every rank enters it."""
+    import contextlib
+
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from umup_repro.model import Block
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
 
-    return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", use_orig_params=True)
+    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False, with_grads=True)
 
 
 def srun_prefix(config: RunConfig) -> str:

@@ -34,12 +34,18 @@ import torch
 from umup_repro.atomic import atomic_path
 from umup_repro.config import RunConfig, config_hash
 from umup_repro.data import train_batch
-from umup_repro.model import build_model
+from umup_repro.distributed import full_parameters
+from umup_repro.model import build_model, count_parameters
 from umup_repro.optim import build_optimizer, build_scheduler, lr_multiplier
 from umup_repro.rms import record_activations, rms_rows, weight_rms
 from umup_repro.run_folder import CHECKPOINT, RunFolderError, write_rows
 
 STATE_KEY = "umup_repro"  # our entry in the Lightning checkpoint
+
+
+def _unwrapped(name: str) -> str:
+    """A tensor's name without the FSDP wrappers' path parts (same rows with and without FSDP)."""
+    return name.replace("_fsdp_wrapped_module.", "")
 
 
 class StepBatches:
@@ -84,6 +90,7 @@ class CellModule(L.LightningModule):
         super().__init__()
         self.config = config
         self.model = build_model(config)  # from the RNG state seeded by the caller
+        self.n_parameters = count_parameters(self.model)  # before any sharding
         self._val_cpu = list(val_batches)
         self._val_dev: Optional[list[torch.Tensor]] = None
         self.folder, self.progress, self.log_every = folder, progress, log_every
@@ -144,7 +151,8 @@ class CellModule(L.LightningModule):
             self.diverged = (f"train loss {value} at step {t}" if not math.isfinite(value)
                              else f"train loss {value:.4g} above train.diverge_loss={bound:g} at step {t}")
             if self._acts is not None:  # the weights and activations that diverged; no gradients
-                self.rms += [(t, n, "weight", v) for n, v in weight_rms(self.model).items()]
+                with full_parameters(self.trainer):
+                    self.rms += [(t, _unwrapped(n), "weight", v) for n, v in weight_rms(self.model).items()]
                 self.rms += [(t, n, "activation", v) for n, v in self._acts.items()]
                 self._acts = None
             self.trainer.should_stop = True
@@ -157,7 +165,9 @@ class CellModule(L.LightningModule):
         # Gradients here are before clipping; weights are still those of state t.
         if self._acts is not None and not self.diverged:
             t = self.global_step
-            self.rms += [(t, r["tensor"], r["kind"], r["rms"]) for r in rms_rows(self._acts, self.model)]
+            with full_parameters(self.trainer):
+                rows = rms_rows(self._acts, self.model)
+            self.rms += [(t, _unwrapped(r["tensor"]), r["kind"], r["rms"]) for r in rows]
         self._acts = None
 
     # ---- validation --------------------------------------------------------------------
