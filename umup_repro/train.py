@@ -15,6 +15,10 @@ rows so far and a summary with `diverged: true` are written and the exit code is
 goes on. Rerunning a complete run (summary present, same config) does nothing; a different config
 in the same folder is an error. Lightning and torch are imported only once a cell is to be
 trained: the CLI and a no-op rerun do without them.
+
+A distributed cell (`distributed.*`, umup_repro/distributed.py) runs this same function in every
+rank's process: rank 0 holds the folder's lock and writes its files and summary, the other ranks
+only train (and take part in the collective checkpoints).
 """
 
 from __future__ import annotations
