@@ -79,7 +79,7 @@ def test_bad_cell_config_names_sweep_block_and_field():
 
 
 def test_unknown_preset_lists_the_allowed_ones():
-    with pytest.raises(PresetError, match=r"unknown preset 'nope'; allowed: paper, smoke, tiny"):
+    with pytest.raises(PresetError, match=r"unknown preset 'nope'; allowed: large, large_smoke, paper, scale, smoke, tiny"):
         load_preset("nope")
 
 
@@ -143,7 +143,9 @@ def test_runtime_request_scales_with_flops():
     small = min(e, key=lambda c: c.flops)
     big = max(e, key=lambda c: c.flops)
     compute = {"gpu_peak_flops": 1e15, "utilisation": 0.5, "min_runtime_min": 1, "runtime_safety": 2.0}
-    assert grid.runtime_minutes(big, compute) == math.ceil(big.flops / 5e14 * 2 / 60)
+    fp32_peak = 1e15 * 66.9 / 989.4  # paper cells train in fp32: the BF16 peak given, rescaled (budget.py)
+    assert big.config.train.precision == "32"
+    assert grid.runtime_minutes(big, compute) == math.ceil(big.flops / (0.5 * fp32_peak) * 2 / 60)
     assert grid.runtime_minutes(small, compute) < grid.runtime_minutes(big, compute)
     assert grid.runtime_minutes(small, {**compute, "min_runtime_min": 30}) == 30
 

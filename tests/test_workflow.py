@@ -114,7 +114,7 @@ def test_bad_preset_fails_before_any_job_with_the_field_named(tmp_path):
     root = workflow_copy(tmp_path / "wf")
     out = snakemake(root, "-n", "--config", "preset=nope", check=False)
     assert out.returncode != 0
-    assert "unknown preset 'nope'; allowed: paper, smoke, tiny" in out.stdout + out.stderr
+    assert "unknown preset 'nope'; allowed: large, large_smoke, paper, scale, smoke, tiny" in out.stdout + out.stderr
     assert not (root / "results").exists()
 
 

@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", default=None, help="only this sweep (repeatable)")
     p.add_argument("--list", action="store_true", help="one line per cell: id and the keys that vary")
     p.add_argument("--utilisation", type=float, default=None, help="assumed GPU utilisation (default: the preset's)")
+    p.add_argument("--measured", default=None, metavar="SUMMARY",
+                   help="calibrate the utilisation from a measured run (its summary.json or run folder)")
     p.set_defaults(func=_cells)
 
     p = sub.add_parser("aggregate", help="run folders of a sweep -> results/tables/ (what the DAG calls)")

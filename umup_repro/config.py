@@ -200,7 +200,8 @@ class TrainConfig(_Section):
     adam_eps: float = Field(1e-8, gt=0)
     grad_clip: Optional[float] = Field(None, gt=0)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy/torch seeds are unsigned 32-bit")
-    precision: Literal["32", "bf16-mixed"] = "32"
+    precision: Literal["32", "tf32", "bf16-mixed"] = Field(
+        "32", description="fp32 ('32'); fp32 weights with TF32 matmuls on GPUs ('tf32'; fp32 on CPU); bf16-mixed")
     diverge_loss: float = Field(20.0, gt=0, description="loss above this ends the run as diverged")
     checkpoint_every: int = Field(50, gt=0)
     emb_lr_rule: Literal["default", "constant", "inv_sqrt_fan_out"] = Field(
@@ -215,6 +216,22 @@ class LogConfig(_Section):
     val_every: int = Field(50, gt=0)
 
 
+class DistributedConfig(_Section):
+    """How many processes train one cell (docs/design.md, "Distributed cells"). The global batch
+    is train.batch_size whatever these are: each device takes batch_size / (nodes·devices) rows of
+    the step's batch, in `accumulate` micro-batches."""
+
+    nodes: int = Field(1, gt=0, description="nodes one cell runs on (SLURM: --nodes)")
+    devices: int = Field(1, gt=0, description="devices (one process each) per node")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: replicas; fsdp: sharded weights,"
+                                             " gradients and optimizer state")
+    accumulate: int = Field(1, gt=0, description="micro-batches per device and step (gradient accumulation)")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.devices
+
+
 class RunConfig(_Section):
     parametrization: Literal["sp", "mup", "umup", "umup_fp8"] = "umup"
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -222,6 +239,22 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     hp: dict[str, float] = Field(default_factory=dict)
     log: LogConfig = Field(default_factory=LogConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "RunConfig":
+        d = self.distributed
+        if self.train.batch_size % (d.world_size * d.accumulate):
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be divisible by distributed.nodes ×"
+                f" distributed.devices × distributed.accumulate ({d.nodes} × {d.devices} × {d.accumulate})")
+        return self
+
+    @property
+    def micro_batch(self) -> int:
+        """Rows one device computes at a time: the global batch / (world size · accumulate)."""
+        d = self.distributed
+        return self.train.batch_size // (d.world_size * d.accumulate)
 
     @model_validator(mode="after")
     def _resolve_hp_and_lr(self) -> "RunConfig":
@@ -323,8 +356,15 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    """The resolved config as plain data (what config.yaml holds and what is hashed)."""
-    return config.model_dump(mode="json")
+    """The resolved config as plain data (what config.yaml holds and what is hashed). A
+    single-process `distributed` section is left out, so the cells that predate it keep their ids."""
+    data = config.model_dump(mode="json")
+    if data["distributed"] == _SINGLE_PROCESS:
+        del data["distributed"]
+    return data
+
+
+_SINGLE_PROCESS = DistributedConfig().model_dump(mode="json")
 
 
 def config_hash(config: RunConfig, length: int = 12) -> str:

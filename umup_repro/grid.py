@@ -39,6 +39,7 @@ import numpy as np
 import yaml
 
 from umup_repro import safe_yaml
+from umup_repro import budget
 from umup_repro.config import (ConfigError, RunConfig, config_hash, config_to_dict, flatten_config, flops_per_token,
                                resolve_config,
                                set_dotted)
@@ -298,16 +299,17 @@ def expand_preset(config: Mapping[str, Any] | str, sweeps: Optional[list[str]] =
 
 
 def runtime_minutes(cell: Cell, compute: Mapping[str, Any] | None = None) -> int:
-    """The time limit to ask the scheduler for: the FLOPs at the stated utilisation, with margin."""
+    """The time limit to ask the scheduler for: the FLOPs at the cell's precision's peak
+    (umup_repro/budget.py) and the stated utilisation, over its GPUs, with margin."""
     c = {**DEFAULT_COMPUTE, **(compute or {})}
-    gpus = max(int(cell.resources.get("gpus", 1)), 1)
-    seconds = cell.flops / (c["gpu_peak_flops"] * c["utilisation"] * gpus)
+    gpus = max(int(cell.resources.get("gpus", 1)), 1) * cell.config.distributed.nodes
+    seconds = budget.gpu_seconds(cell.config, cell.tokens, c) / gpus
     return int(max(c["min_runtime_min"], math.ceil(seconds * c["runtime_safety"] / 60)))
 
 
 def gpu_hours(cells: list[Cell], compute: Mapping[str, Any] | None = None) -> float:
     c = {**DEFAULT_COMPUTE, **(compute or {})}
-    return sum(cell.flops for cell in cells) / (c["gpu_peak_flops"] * c["utilisation"]) / 3600
+    return sum(budget.gpu_seconds(cell.config, cell.tokens, c) for cell in cells) / 3600
 
 
 def summary_rows(expanded: Mapping[str, list[Cell]], compute: Mapping[str, Any] | None = None) -> list[dict]:
@@ -315,6 +317,7 @@ def summary_rows(expanded: Mapping[str, list[Cell]], compute: Mapping[str, Any] 
     rows = []
     for sweep, cells in expanded.items():
         rows.append({"sweep": sweep, "cells": len(cells), "tokens": sum(c.tokens for c in cells),
+                     "nodes": max(c.config.distributed.nodes for c in cells),
                      "flops": sum(c.flops for c in cells), "gpu_hours": gpu_hours(cells, compute)})
     return rows
 
@@ -369,17 +372,28 @@ def main(args) -> int:
     compute = {**DEFAULT_COMPUTE, **config.get("compute", {})}
     if args.utilisation is not None:
         compute["utilisation"] = args.utilisation
+    how = f"{compute['utilisation']:.0%} of each cell's precision's peak"
+    if getattr(args, "measured", None):
+        try:
+            compute["utilisation"], measured = budget.measured_utilisation(args.measured, compute)
+        except (OSError, KeyError, ValueError, ConfigError) as err:
+            print(f"umup-repro cells: error: --measured {args.measured}: {err}", file=sys.stderr)
+            return 2
+        how = f"{compute['utilisation']:.1%} of peak, calibrated from {measured}"
     rows = summary_rows(expanded, compute)
     if int((config.get("resources") or {}).get("gpus", 1) or 0) == 0:  # a CPU preset
         return _print_cpu_estimate(config, expanded, rows, args)
+    p = budget.peaks(compute)
     print(f"preset {config['preset']}: {sum(r['cells'] for r in rows)} cells in {len(rows)} sweeps;"
-          f" GPU-hours on {compute['gpu_name']} at {compute['utilisation']:.0%} of"
-          f" {_si(compute['gpu_peak_flops'])}FLOP/s")
-    print(f"{'sweep':<22}{'cells':>7}{'tokens':>10}{'FLOPs':>10}{'GPU-h':>10}")
+          f" GPU-hours on {compute['gpu_name']} at {how} (peaks fp32 {_si(p['fp32'])}, tf32 {_si(p['tf32'])},"
+          f" bf16 {_si(p['bf16'])}, fp8 {_si(p['fp8'])}FLOP/s)")
+    print(f"{'sweep':<22}{'cells':>7}{'nodes':>7}{'tokens':>10}{'FLOPs':>10}{'GPU-h':>10}")
     for r in rows:
-        print(f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}{r['gpu_hours']:>10.3g}")
-    print(f"{'total':<22}{sum(r['cells'] for r in rows):>7}{_si(sum(r['tokens'] for r in rows)):>10}"
-          f"{_si(sum(r['flops'] for r in rows)):>10}{sum(r['gpu_hours'] for r in rows):>10.3g}")
+        print(f"{r['sweep']:<22}{r['cells']:>7}{r['nodes']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}"
+              f"{r['gpu_hours']:>10.3g}")
+    print(f"{'total':<22}{sum(r['cells'] for r in rows):>7}{max(r['nodes'] for r in rows):>7}"
+          f"{_si(sum(r['tokens'] for r in rows)):>10}{_si(sum(r['flops'] for r in rows)):>10}"
+          f"{sum(r['gpu_hours'] for r in rows):>10.3g}")
     if args.list:
         _print_cells(expanded)
     return 0

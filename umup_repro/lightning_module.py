@@ -34,7 +34,8 @@ import torch
 from umup_repro.atomic import atomic_path, fsync_file
 from umup_repro.config import RunConfig, config_hash
 from umup_repro.data import train_batch
-from umup_repro.model import build_model
+from umup_repro.distributed import full_parameters
+from umup_repro.model import build_model, count_parameters
 from umup_repro.optim import build_optimizer, build_scheduler, lr_multiplier
 from umup_repro.rms import record_activations, rms_rows, weight_rms
 from umup_repro.run_folder import CHECKPOINT, RunFolderError, write_rows
@@ -42,24 +43,36 @@ from umup_repro.run_folder import CHECKPOINT, RunFolderError, write_rows
 STATE_KEY = "umup_repro"  # our entry in the Lightning checkpoint
 
 
-class StepBatches:
-    """Training batches by global step: iterating yields `(t, train_batch(seed, step=t))` for t
-    from the trainer's current global step (read when iteration starts, i.e. after a restore) to
-    `train.steps - 1`. Stateless (`state_dict` is empty), so Lightning treats it as resumable: the
-    restored global step is the whole loader state."""
+def _unwrapped(name: str) -> str:
+    """A tensor's name without the FSDP wrappers' path parts (same rows with and without FSDP)."""
+    return name.replace("_fsdp_wrapped_module.", "")
 
-    def __init__(self, tokens: np.ndarray, config: RunConfig, start: Callable[[], int]):
+
+class StepBatches:
+    """Training batches by global step: iterating yields `(t, k, rows)` for t from the trainer's
+    current global step (read when iteration starts, i.e. after a restore) to `train.steps - 1`
+    and k over the `distributed.accumulate` micro-batches, `rows` being this rank's k-th slice of
+    `train_batch(seed, step=t)`: N processes see the same tokens as one. Stateless (`state_dict`
+    is empty), so Lightning treats it as resumable: the restored global step is the whole loader
+    state."""
+
+    def __init__(self, tokens: np.ndarray, config: RunConfig, start: Callable[[], int],
+                 rank: Callable[[], int] = lambda: 0):
         # data.train_tokens (TP-V's setting): windows from the split's first N tokens only, so data repeats
         self.tokens = tokens[:config.data.train_tokens] if config.data.train_tokens else tokens
-        self.config, self.start = config, start
+        self.config, self.start, self.rank = config, start, rank
 
     def __len__(self) -> int:
-        return self.config.train.steps
+        return self.config.train.steps * self.config.distributed.accumulate
 
-    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
-        t, m = self.config.train, self.config.model
+    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        t, m, d = self.config.train, self.config.model, self.config.distributed
+        micro = self.config.micro_batch
+        first = self.rank() * micro * d.accumulate
         for step in range(self.start(), t.steps):
-            yield step, train_batch(self.tokens, seed=t.seed, step=step, batch_size=t.batch_size, seq_len=m.seq_len)
+            batch = train_batch(self.tokens, seed=t.seed, step=step, batch_size=t.batch_size, seq_len=m.seq_len)
+            for k in range(d.accumulate):
+                yield step, k, batch[first + k * micro:first + (k + 1) * micro]
 
     def state_dict(self) -> dict:
         return {}
@@ -79,6 +92,7 @@ class CellModule(L.LightningModule):
         super().__init__()
         self.config = config
         self.model = build_model(config)  # from the RNG state seeded by the caller
+        self.n_parameters = count_parameters(self.model)  # before any sharding
         self._val_cpu = list(val_batches)
         self._val_dev: Optional[list[torch.Tensor]] = None
         self.folder, self.progress, self.log_every = folder, progress, log_every
@@ -110,25 +124,37 @@ class CellModule(L.LightningModule):
                                   "lr": self.config.train.lr * lr_multiplier(step, self.config.train)}
         return self.metrics[step]
 
+    def _mean_over_ranks(self, x: torch.Tensor) -> float:
+        if self.trainer.world_size > 1:
+            x = self.trainer.strategy.reduce(x.detach().float(), reduce_op="mean")
+        return float(x.detach().float())
+
     def training_step(self, batch, batch_idx):
-        step, ids = batch
+        step, micro, ids = batch
         t = self.global_step
         if int(step) != t:
             raise RuntimeError(f"data out of step: got the batch of step {int(step)} at global step {t}")
-        if t % self.config.log.rms_every == 0 or t == self.config.train.steps - 1:
-            with record_activations(self.model) as acts:
+        if self.diverged:  # the rest of a diverged step's micro-batches
+            return None
+        if int(micro) == 0 and (t % self.config.log.rms_every == 0 or t == self.config.train.steps - 1):
+            with record_activations(self.model) as acts:  # RMS of rank 0's first micro-batch
                 loss = self.model.loss(ids)
             self._acts = dict(acts)
         else:
             loss = self.model.loss(ids)
-        value = float(loss.detach().float())
-        self._row(t)["train_loss"] = value
+        value = self._mean_over_ranks(loss)  # every rank sees the same value and decides alike
+        accumulate = self.config.distributed.accumulate
+        row = self._row(t)
+        row["train_loss"] = value if accumulate == 1 or int(micro) == 0 else row["train_loss"] + value
+        if int(micro) == accumulate - 1 and accumulate > 1:
+            row["train_loss"] /= accumulate
         bound = self.config.train.diverge_loss
         if not math.isfinite(value) or value > bound:
             self.diverged = (f"train loss {value} at step {t}" if not math.isfinite(value)
                              else f"train loss {value:.4g} above train.diverge_loss={bound:g} at step {t}")
             if self._acts is not None:  # the weights and activations that diverged; no gradients
-                self.rms += [(t, n, "weight", v) for n, v in weight_rms(self.model).items()]
+                with full_parameters(self.trainer):
+                    self.rms += [(t, _unwrapped(n), "weight", v) for n, v in weight_rms(self.model).items()]
                 self.rms += [(t, n, "activation", v) for n, v in self._acts.items()]
                 self._acts = None
             self.trainer.should_stop = True
@@ -152,14 +178,16 @@ class CellModule(L.LightningModule):
         # Gradients here are before clipping; weights are still those of state t.
         if self._acts is not None and not self.diverged:
             t = self.global_step
-            self.rms += [(t, r["tensor"], r["kind"], r["rms"]) for r in rms_rows(self._acts, self.model)]
+            with full_parameters(self.trainer):
+                rows = rms_rows(self._acts, self.model)
+            self.rms += [(t, _unwrapped(r["tensor"]), r["kind"], r["rms"]) for r in rows]
         self._acts = None
 
     # ---- validation --------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, step: int, to_bar: bool = True) -> float:
         if self._val_dev is None:
-            self._val_dev = [b.to(self.device) for b in self._val_cpu]
+            self._val_dev = [c.to(self.device) for b in self._val_cpu for c in b.split(self.config.micro_batch)]
         was_training = self.model.training
         self.model.eval()
         bf16 = self.config.train.precision == "bf16-mixed"
@@ -180,7 +208,19 @@ class CellModule(L.LightningModule):
         self._mark = time.perf_counter()
         self._last_print = (self._mark, self.global_step)
 
+    def _stop_requested(self) -> bool:
+        """A stop signal seen by any rank stops every rank at the same step (the checkpoint is
+        collective), with the highest signal number any rank saw."""
+        if self.trainer.world_size > 1:
+            seen = torch.tensor([int(self.stop_signal or 0)], device=self.device)
+            seen = int(self.trainer.strategy.reduce(seen, reduce_op="max"))
+            if seen:
+                self.stop_signal = seen
+        return self.stop_signal is not None
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if int(batch[1]) != self.config.distributed.accumulate - 1:  # inside a step's accumulation
+            return
         now = time.perf_counter()
         if self._mark is not None:
             self.train_seconds += now - self._mark
@@ -192,7 +232,7 @@ class CellModule(L.LightningModule):
             self.validate(g)
         if self.progress == "lines" and (g % self.log_every == 0 or g == steps):
             self.print_line(g)
-        if self.stop_signal is not None:
+        if self._stop_requested():
             self.save_checkpoint()
             self.trainer.should_stop = True
         elif g % self.config.train.checkpoint_every == 0 and g < steps:
@@ -217,6 +257,9 @@ class CellModule(L.LightningModule):
     def save_checkpoint(self) -> None:
         """Checkpoint (model, optimizer, schedule, loops, our rows) and the files, atomically."""
         if self.folder is None:
+            return
+        if not self.trainer.is_global_zero:  # collective: every rank takes part, rank 0 writes
+            self.trainer.save_checkpoint(self.folder / CHECKPOINT)
             return
         self.write_files()  # first: once a checkpoint exists, so do the files
         with atomic_path(self.folder / CHECKPOINT) as tmp:

@@ -219,7 +219,7 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
         "tokens_per_second": round(tps, 1),
         "flops_per_token": fpt,
         "mfu": round(tps * fpt / peak, 4) if peak else None,
-        "parameters": count_parameters(module.model),
+        "parameters": getattr(module, "n_parameters", None) or count_parameters(module.model),
         "attempts": module.attempts,
         **provenance(device),
         "code_fingerprint": code_fingerprint(),  # aggregate refuses sweeps mixing two of these

@@ -78,7 +78,9 @@ def submitit_parameters(
     """`submitit.SlurmExecutor` parameters for one job from its Snakemake resources.
 
     `resources`: `runtime` (minutes; the time limit), `mem_mb` (or `mem_mb_per_cpu`), `gpus`
-    (per node), `cpus_per_task` (else `threads`, else `_cores`), `slurm_partition`,
+    (per node), `nodes` and `tasks_per_node` (a distributed cell: the allocation holds one task
+    per device, submitit's own step one task, and the job's command `srun`s the ranks),
+    `cpus_per_task` (else `threads`, else `_cores`), `slurm_partition`,
     `slurm_account`, `slurm_qos`, `slurm_constraint`, `slurm_extra` (a dict of further sbatch
     options or a string `key=value,...`). A missing partition, account, QoS or constraint comes from
     `$UMUP_SLURM_<NAME>`, then from `defaults` (the plugin settings); absent everywhere, sbatch
@@ -111,6 +113,10 @@ def submitit_parameters(
     gpus = _int(resources.get("gpus", resources.get("gpu")), "gpus")
     if gpus:
         params["gpus_per_node"] = gpus
+    nodes = _int(resources.get("nodes"), "nodes") or 1
+    tasks = _int(resources.get("tasks_per_node"), "tasks_per_node") or 1
+    if nodes * tasks > 1:  # a distributed cell: the job step launches its ranks itself (`srun`, sweeps.smk)
+        params.update(nodes=nodes, ntasks_per_node=tasks, srun_args=["--nodes=1", "--ntasks=1"])
     for key in ("partition", "account", "qos", "constraint"):
         value = resources.get(f"slurm_{key}") or environ.get(ENV_DEFAULTS[key]) or defaults.get(key)
         if value:

@@ -16,12 +16,17 @@ rows so far and a summary with `diverged: true` are written and the exit code is
 goes on. Rerunning a complete run (summary present, same config) does nothing; a different config
 in the same folder is an error. Lightning and torch are imported only once a cell is to be
 trained: the CLI and a no-op rerun do without them.
+
+A distributed cell (`distributed.*`, umup_repro/distributed.py) runs this same function in every
+rank's process: rank 0 holds the folder's lock and writes its files and summary, the other ranks
+only train (and take part in the collective checkpoints).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -34,6 +39,7 @@ import yaml
 
 from umup_repro import run_folder, safe_yaml
 from umup_repro.config import RunConfig, config_hash, config_to_dict
+from umup_repro.distributed import global_rank
 from umup_repro.run_folder import CellError, copy_run
 
 STOP_SIGNALS = tuple(s for s in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
@@ -82,11 +88,14 @@ def _quiet_lightning() -> None:
 
 
 def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (), loggers: Sequence = ()):
-    """The Trainer of one cell: CPU or one accelerator, chosen automatically; `loggers`: optional
-    Lightning loggers (umup_repro/loggers.py), fed the metrics.csv rows."""
+    """The Trainer of one cell: CPU or accelerators, chosen automatically; one process per device
+    (distributed.devices per node, distributed.nodes nodes); `loggers`: optional Lightning loggers
+    (umup_repro/loggers.py), fed the metrics.csv rows."""
     import lightning as L
     import torch
     from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from umup_repro.distributed import build_strategy
 
     plugins = []
     if SLURMEnvironment.detect():
@@ -102,10 +111,14 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (),
         callbacks.append(TQDMProgressBar())
     cpu = not torch.cuda.is_available()
     t = config.train
+    torch.set_float32_matmul_precision("high" if t.precision == "tf32" else "highest")  # TF32 tensor cores or not
     return L.Trainer(
         accelerator="auto",
-        devices=1,
-        precision="32-true" if t.precision == "32" else "bf16-mixed",
+        devices=config.distributed.devices,
+        num_nodes=config.distributed.nodes,
+        strategy=build_strategy(config),
+        accumulate_grad_batches=config.distributed.accumulate,
+        precision="bf16-mixed" if t.precision == "bf16-mixed" else "32-true",
         max_steps=t.steps,
         max_epochs=-1,
         logger=list(loggers) or False,
@@ -136,6 +149,12 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
     started = time.perf_counter()
     out = Path(out_dir)
     cell = config_hash(config)
+    if global_rank() != 0:  # rank 0 holds the folder (lock, files, summary); the others only train
+        if run_folder.folder_state(out, config_to_dict(config)) == "complete":
+            return 0
+        tokens, val = _load_data(config, tokens)
+        return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress="none",
+                      log_every=log_every, keep_checkpoints=True, callbacks=callbacks)
     run_folder.check_out(out)  # before creating anything in a folder that is not ours
     try:
         loggers = chosen(loggers)
@@ -221,6 +240,14 @@ def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
     return None
 
 
+def _checkpoint_if_usable(ckpt: Path, cell: str) -> Optional[Path]:
+    """What a rank other than 0 resumes from: the same answer as rank 0's `_usable_checkpoint`,
+    without touching the folder (rank 0 moves an unusable checkpoint aside)."""
+    from umup_repro.verify import checkpoint_problem
+
+    return ckpt if ckpt.exists() and checkpoint_problem(ckpt, cell) is None else None
+
+
 def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, started: float, sweep,
            progress, log_every, keep_checkpoints, callbacks, loggers=()) -> int:
     """The run itself, in a prepared folder whose lock this process holds."""
@@ -240,17 +267,17 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = CellModule(config, val, folder=out, progress=mode, log_every=log_every)
     module.started = started
-    # what each weight got (the init draw: a resumed run rebuilds the same one from the seed)
-    write_text(out / "parametrization.csv", parametrization_csv(module.model, config))
-    loader = StepBatches(tokens["train"], config, start=lambda: module.global_step)
+    if global_rank() == 0:  # what each weight got (the init draw: a resumed run rebuilds the same one from the seed)
+        write_text(out / "parametrization.csv", parametrization_csv(module.model, config))
     from umup_repro.loggers import LoggerError, build_loggers
 
     try:
-        experiment_loggers = build_loggers(loggers, out, cell)
+        experiment_loggers = build_loggers(loggers, out, cell) if global_rank() == 0 else []
     except LoggerError as err:
         raise CellError(str(err)) from None
     trainer = build_trainer(config, progress=mode, callbacks=callbacks, loggers=experiment_loggers)
-    resume = _usable_checkpoint(ckpt, cell)
+    loader = StepBatches(tokens["train"], config, start=lambda: module.global_step, rank=lambda: trainer.global_rank)
+    resume = _usable_checkpoint(ckpt, cell) if global_rank() == 0 else _checkpoint_if_usable(ckpt, cell)
     if mode != "none":
         what = f"resuming from {resume}" if resume else "starting"
         print(f"cell {cell} ({config.parametrization}, width {m.width}, depth {m.depth}, {t.steps} steps,"
@@ -267,6 +294,8 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
         return 128 + int(module.stop_signal)
     if not module.diverged and module.global_step < t.steps:
         raise RuntimeError(f"training stopped at step {module.global_step} of {t.steps} for no known reason")
+    if not trainer.is_global_zero:
+        return 0
 
     module.write_files()
     summary = run_folder.make_summary(config, module, trainer.strategy.root_device, out, sweep=sweep)
@@ -285,6 +314,18 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
 # `umup-repro train`
 
 
+STDIN_CONFIG_ENV = "UMUP_REPRO_STDIN_CONFIG"
+
+
+def _stdin_config() -> str:
+    """The config text piped to `train -`. Lightning's launcher starts the other ranks of a
+    distributed cell by re-running this command, whose stdin the first rank has read: the text
+    passes to them in the environment they inherit."""
+    if global_rank() == 0 or STDIN_CONFIG_ENV not in os.environ:
+        os.environ[STDIN_CONFIG_ENV] = sys.stdin.read()
+    return os.environ[STDIN_CONFIG_ENV]
+
+
 def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
     """Read a YAML (or JSON) config, `-` for stdin, and apply `--set key=value` overrides
     (values parsed as YAML)."""
@@ -294,7 +335,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
     if str(path) != "-" and not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = safe_yaml.load(sys.stdin.read() if str(path) == "-" else p.read_text(encoding="utf-8"))
+        raw = safe_yaml.load(_stdin_config() if str(path) == "-" else p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     overrides = {}

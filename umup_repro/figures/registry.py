@@ -12,6 +12,7 @@ import pandas as pd
 from umup_repro.figures.coord_check_plot import coord_check
 from umup_repro.figures.fp8 import fp8_training
 from umup_repro.figures.hyperparameters import hp_transfer
+from umup_repro.figures.large_scale import large_scale
 from umup_repro.figures.lr_transfer import TRANSFER_AXES, embedding_lr, transfer
 from umup_repro.figures.rms import rms_end, rms_init, rms_training
 from umup_repro.figures.search import search_strategies, transfer_error
@@ -33,6 +34,7 @@ FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rms_training": (("rms",), ("rms",)),
     "rms_end": (("lr_width", "lr_depth", "lr_steps", "lr_batch"), ("rms",)),
     "fp8_training": (("fp8",), ("metrics",)),
+    "large_scale": (("large_scale",), ("metrics",)),
     "coord_check": ((), ()),
 }
 
@@ -41,7 +43,7 @@ _FROM_MAIN = {"hp_transfer": hp_transfer, "search_strategies": search_strategies
              "stability_fixes": stability_fixes}
 # Figures that read a long table too: draw(that table, main table, out).
 _FROM_LONG = {"rms_init": ("rms", rms_init), "rms_training": ("rms", rms_training), "rms_end": ("rms", rms_end),
-              "fp8_training": ("metrics", fp8_training)}
+              "fp8_training": ("metrics", fp8_training), "large_scale": ("metrics", large_scale)}
 
 
 def tables_needed(name: str, sweeps: Sequence[str]) -> list[str]:

@@ -14,6 +14,7 @@ FIGURE_EXTRA_TABLES = {
     "rms_training": ["rms"],
     "rms_end": ["rms"],
     "fp8_training": ["metrics"],
+    "large_scale": ["metrics"],
 }
 
 # Coordinate check at CPU size (the preset may override any key under `coord_check:`).

@@ -1,7 +1,11 @@
 # One job per cell: `umup-repro train` of the cell's resolved config into its run folder.
 # The run folder's summary.json is written last and atomically, so its presence means "complete";
 # a killed job leaves checkpoints behind and the rerun resumes from them. A diverged run still
-# writes its summary (diverged: true) and exits 0, so it never fails the sweep.
+# writes its summary (diverged: true) and exits 0, so it never fails the sweep. A distributed
+# cell (distributed.nodes × devices > 1) asks for that many tasks; inside a SLURM job `srun`
+# starts one rank per device, elsewhere Lightning's launcher starts them.
+
+from umup_repro.distributed import srun_prefix
 
 wildcard_constraints:
     sweep="|".join(CELLS) or "NO_SWEEPS",
@@ -27,6 +31,7 @@ rule train_cell:
     params:
         config=lambda w: cell_of(w).config_json,
         reuse=lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else "",
+        launch=lambda w, input: "" if input else srun_prefix(cell_of(w).config),
     threads: config.get("threads_per_cell", 1)
     resources:
         runtime=cell_resources("runtime"),
@@ -37,9 +42,11 @@ rule train_cell:
         slurm_account=cell_resources("slurm_account", ""),
         slurm_qos=cell_resources("slurm_qos", ""),
         slurm_constraint=cell_resources("slurm_constraint", ""),
+        nodes=lambda w: cell_of(w).config.distributed.nodes,
+        tasks_per_node=lambda w: cell_of(w).config.distributed.devices,
     conda:
         "../envs/umup-repro.yaml"
     shell:
-        "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} umup-repro train -"
+        "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} {params.launch}umup-repro train -"
         " --out results/runs/{wildcards.sweep}/{wildcards.cell} --sweep {wildcards.sweep}"
         " --cell {wildcards.cell} --progress lines {params.reuse} > {log} 2>&1"
