@@ -74,20 +74,23 @@ def decided_cells(sweep):
 
 
 def stage_summaries(sweep, stage):
-    """The runs a stage decision reads: stage `lr`'s, plus stage `hp`'s once `lr` is decided."""
+    """The runs a stage decision reads: stage `lr`'s, plus stage `hp`'s once `lr` is decided (and
+    that decision itself, so a changed stage `lr` re-decides stage `hp`)."""
+    earlier = []
     if stage == "hp":
-        checkpoints.search_stage.get(sweep=sweep, stage="lr")
+        earlier = [checkpoints.search_stage.get(sweep=sweep, stage="lr").output[0]]
     wanted = ("lr",) if stage == "lr" else ("lr", "hp")
-    return [f"results/runs/{sweep}/{cid}/summary.json" for cid, c in decided_cells(sweep).items()
-            if c.search_stage in wanted]
+    return earlier + [f"results/runs/{sweep}/{cid}/summary.json" for cid, c in decided_cells(sweep).items()
+                      if c.search_stage in wanted]
 
 
 def sweep_summaries(sweep):
-    """Every run of a sweep; for a staged sweep, after both decisions (its combined run too)."""
+    """Every run of a sweep; for a staged sweep, after both decisions (its combined run too),
+    which are inputs too: a stale decision is re-decided before the table is written."""
     if sweep not in STAGED_SWEEPS:
         return summaries(sweep)
-    checkpoints.search_stage.get(sweep=sweep, stage="hp")
-    return [f"results/runs/{sweep}/{cid}/summary.json" for cid in decided_cells(sweep)]
+    decision = checkpoints.search_stage.get(sweep=sweep, stage="hp").output[0]
+    return [decision] + [f"results/runs/{sweep}/{cid}/summary.json" for cid in decided_cells(sweep)]
 
 
 # The scorecard (claims.smk) reads those of its tables that this DAG makes.
