@@ -81,7 +81,7 @@ def make_tables(root, holds: bool) -> None:
     # search: independent 3.30 vs random 3.29 (+0.3%; fails: 3.45, +4.9%); μP rows are ignored
     _write(root, "search_random.csv", [_run("umup", 3.29 + 0.1 * k, **{"train.lr": 2.0**k, "hp.alpha_res": 1.0})
                                        for k in range(3)] + [_run("mup", 2.0, **{"train.lr": 0.01, "hp.alpha_res": 1.0})])
-    _write(root, "search_independent.csv", [_run("umup", (3.30 if holds else 3.45) + 0.1 * k,
+    _write(root, "search_staged.csv", [_run("umup", (3.30 if holds else 3.45) + 0.1 * k,
                                                  **{"train.lr": 2.0**k, "hp.alpha_res": 1.0}) for k in range(3)])
     # transfer error: u-μP 0.005 vs μP 0.03 (fails: the other way round)
     te = [("umup", 0.005 if holds else 0.03), ("mup", 0.03 if holds else 0.005)]
@@ -170,7 +170,7 @@ def test_settings_in_the_group_label_and_searches_in_one_table(tmp_path):
     runs = [_run("umup", 3.29, **{"search.kind": "random", "search.stage": None, "train.lr": 1.0}),
             _run("umup", 3.50, **{"search.kind": "independent", "search.stage": "lr", "train.lr": 2.0}),
             _run("umup", 3.30, **{"search.kind": "independent", "search.stage": "combined", "train.lr": 4.0})]
-    _write(tmp_path, "search_independent.csv", runs)
+    _write(tmp_path, "search_staged.csv", runs)
     card = scorecard(tmp_path).set_index("claim")["verdict"]
     assert card["u-μP's optimal η drifts less across width than μP's and SP's"] == HOLDS
     assert card["The stability fixes make μP's η transfer across width"] == HOLDS

@@ -24,7 +24,7 @@ from umup_repro.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as 
 HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 
 # The tables a claim may read, relative to the tables folder (what the Snakemake rule depends on).
-INPUTS = ("transfer_summary.csv", "lr_width.csv", "fp8.csv", "search_random.csv", "search_independent.csv",
+INPUTS = ("transfer_summary.csv", "lr_width.csv", "fp8.csv", "search_random.csv", "search_staged.csv",
           "transfer_error.csv", "figures/rms_init.csv", "figures/rms_end.csv")
 
 # A drift of one factor of 2 in η: the `tiny` grid's spacing (two steps of the paper's √2 grid);
@@ -253,7 +253,7 @@ def claim_rms_end(t) -> tuple[str, str]:
 
 def claim_search(t) -> tuple[str, str]:
     tables = [df.assign(_source=name) for name, df in (("random", t["search_random.csv"]),
-                                                        ("independent", t["search_independent.csv"])) if df is not None]
+                                                        ("independent", t["search_staged.csv"])) if df is not None]
     if not tables:
         return "", NOT_MEASURED
     runs = prepare(pd.concat(tables, ignore_index=True))
@@ -346,7 +346,7 @@ CLAIMS: list[tuple[str, str, str, str, Callable]] = [
      "figures/rms_end (results/tables/figures/rms_end.csv)", claim_rms_end),
     ("u-μP's independent search ≈ random search", "u-μP: random search 3.281, LR sweep alone 3.287 (Fig. 1a)",
      f"(independent − random)/random ≤ {SEARCH_TOLERANCE:.0%} + noise, best loss of each",
-     "search_random.csv, search_independent.csv; figures/search_strategies", claim_search),
+     "search_random.csv, search_staged.csv; figures/search_strategies", claim_search),
     ("HPs interdepend less under u-μP: mean pairwise transfer error u-μP < μP", "μP 0.03, u-μP 0.005 (Fig. 4)",
      "mean transfer error over HP pairs: u-μP < μP", "transfer_error.csv", claim_transfer_error),
     ("The stability fixes make μP's η transfer across width", "without them transfer breaks down (Fig. 2)",
