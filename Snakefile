@@ -26,7 +26,7 @@ config.update(grid.load_preset(config))
 validate(config, "workflow/schemas/config.schema.yaml")
 # optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
 if config.get("loggers"):
-    os.environ["UMUP_LOGGERS"] = ",".join(config["loggers"])
+    os.environ.update(UMUP_LOGGERS=",".join(config["loggers"]))  # read by every `umup-repro train`
 CELLS = {sweep: {c.id: c for c in cells} for sweep, cells in grid.expand_preset(config).items()}
 
 ALL_TARGETS = []

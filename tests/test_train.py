@@ -95,7 +95,7 @@ def test_run_folder_matches_the_contract(reference):
     out, proc = reference
     config = resolve_config(TINY)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "config.yaml", "metrics.csv", "rms.csv", "summary.json"]  # checkpoints removed at the end
+        "config.yaml", "metrics.csv", "parametrization.csv", "rms.csv", "summary.json"]  # checkpoints removed at the end
     assert yaml.safe_load((out / "config.yaml").read_text()) == config_to_dict(config)
 
     metrics = pd.read_csv(out / "metrics.csv")
