@@ -29,6 +29,7 @@ RESULT_MODULES = (
     "rms.py",                # what the RMS log measures
     "lightning_module.py",   # the training step, schedule, divergence check
     "train.py",              # the Trainer's settings (precision, seeds)
+    "distributed.py",        # which rows of a step's batch each rank trains on
     "data/__init__.py",
     "data/batches.py",       # which tokens form a batch
     "data/cache.py",
