@@ -121,9 +121,17 @@ loss = 3.0 + 0.1 * math.log2(lr) ** 2 + 0.1 * (math.log2(hp["alpha_res"]) - 1) *
     + 0.1 * (math.log2(hp["alpha_attn_softmax"]) + 2) ** 2 + 0.001 * cfg["train"]["seed"]
 diverged = lr > 2.0
 os.makedirs(out, exist_ok=True)
-summary = {"final_val_loss": None if diverged else loss, "final_train_loss": loss, "diverged": diverged}
+from umup_repro.config import config_hash, resolve_config
+cell = config_hash(resolve_config(cfg))
+summary = {"cell": cell, "config_hash": cell, "steps_done": 0, "final_val_loss": None if diverged else loss,
+           "final_train_loss": loss, "diverged": diverged}
 for key, value in cfg.items():  # the flattened config, as a real summary carries it
     summary.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+# the run-folder contract aggregate checks (umup_repro/verify.py): one metrics row per step done, an RMS table
+with open(os.path.join(out, "metrics.csv"), "w") as f:
+    f.write(f"step,tokens,train_loss,val_loss,lr\\n0,0,{loss},{loss},{lr}\\n")
+with open(os.path.join(out, "rms.csv"), "w") as f:
+    f.write("step,tensor,kind,rms\\n0,embedding,weight,1.0\\n")
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f)
 '''
