@@ -34,7 +34,7 @@ def test_two_task_cell_is_requeued_and_resumes_to_the_uninterrupted_result(clust
             assert proc.poll() is None, (work / "snakemake.out").read_text()
             time.sleep(0.5)
         assert (run / "checkpoints" / "last.ckpt").exists()
-        [(job_id, state)] = [r for r in sacct("JobID", "State") if r[1] == "RUNNING"]
+        [(job_id, _, _)] = [r for r in sacct("JobID", "JobName", "State") if r[1] == "two" and r[2] == "RUNNING"]
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
         proc.wait(timeout=900)
     finally:
