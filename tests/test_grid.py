@@ -156,7 +156,8 @@ def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
     """A preset whose cells ask for no GPU is estimated in CPU core-hours, not H100-hours."""
     from argparse import Namespace
 
-    from umup_repro.grid import CPU_FLOPS_PER_CORE, main
+    from umup_repro.cells_report import main
+    from umup_repro.grid import CPU_FLOPS_PER_CORE
 
     assert main(Namespace(preset="smoke", sweep=None, list=False, utilisation=None)) == 0
     out = capsys.readouterr().out

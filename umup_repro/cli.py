@@ -42,7 +42,7 @@ def _analysis(args: argparse.Namespace) -> int:
 
 
 def _cells(args: argparse.Namespace) -> int:
-    from umup_repro.grid import main as cells_main
+    from umup_repro.cells_report import main as cells_main
 
     return cells_main(args)
 
