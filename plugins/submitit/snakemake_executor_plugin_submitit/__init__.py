@@ -156,6 +156,9 @@ class Executor(RemoteExecutor):
     def _resources_of(self, job: JobExecutorInterface) -> dict:
         """The job's resources; for a group under a CPU cap, sized for k members at a time."""
         resources = dict(job.resources.items())
+        if job.is_group():  # Snakemake sums a group's resources, but a cell's node/task shape is not additive
+            for key in ("nodes", "tasks_per_node"):
+                resources[key] = max(int(dict(j.resources.items()).get(key) or 1) for j in job.jobs)
         cap = self._group_cap() if job.is_group() else 0
         if not cap:
             return resources
