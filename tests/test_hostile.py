@@ -27,6 +27,8 @@ from umup_repro.config import ConfigError, config_hash, config_to_dict, resolve_
 from umup_repro.grid import PresetError, expand_sweep, load_preset, preset_path
 from umup_repro.verify import ReadBackError, check_tables, read_summary
 
+from run_folders import write_run_folder
+
 # Tiny enough that a real training process is mostly Python start-up (≈ 5 s of CPU on 2 cores).
 TINY = {
     "parametrization": "umup",
@@ -186,13 +188,9 @@ def test_run_folder_that_does_not_read_back_is_named(capsys, cfg, tmp_path, case
 
 def complete_folder(out: Path, config: dict = TINY, steps_done: int = 4, diverged: bool = False, loss=3.0) -> str:
     """A complete run folder as train.py leaves it (files only; nothing trained)."""
-    resolved = resolve_config(config)
-    cell = config_hash(resolved)
-    write_folder(out, config=config, summary={"cell": cell, "config_hash": cell, "steps_done": steps_done,
-                                              "diverged": diverged, "final_val_loss": loss, "sweep": out.parent.name})
-    (out / "metrics.csv").write_text("step,tokens,train_loss,val_loss,lr\n"
-                                     + "".join(f"{s},{s * 32},5.0,,0.1\n" for s in range(steps_done + 1)))
-    (out / "rms.csv").write_text("step,tensor,kind,rms\n0,embedding,weight,1.0\n")
+    cell = config_hash(resolve_config(config))
+    write_folder(out, config=config)
+    write_run_folder(out, cell, steps_done=steps_done, diverged=diverged, loss=loss, sweep=out.parent.name)
     return cell
 
 

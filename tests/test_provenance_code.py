@@ -9,6 +9,8 @@ from umup_repro import code_fingerprint as cf
 from umup_repro.aggregate import MixedCodeError, aggregate_sweep
 from umup_repro.grid import expand_sweep
 
+from run_folders import write_run_folder
+
 
 def test_every_listed_module_exists_and_the_fingerprint_follows_their_source(tmp_path, monkeypatch):
     assert all((cf.PACKAGE / name).is_file() for name in cf.RESULT_MODULES)
@@ -33,12 +35,7 @@ def test_every_listed_module_exists_and_the_fingerprint_follows_their_source(tmp
 
 
 def _run(folder, cell, fingerprint):
-    folder.mkdir(parents=True)
-    (folder / "metrics.csv").write_text("step,tokens,train_loss,val_loss,lr\n0,8,4.0,,0.1\n")
-    (folder / "rms.csv").write_text("step,tensor,kind,rms\n0,embedding,weight,1.0\n")
-    summary = {"cell": cell.id, "sweep": cell.sweep, "final_val_loss": 3.0, "diverged": False,
-               "code_fingerprint": fingerprint}
-    (folder / "summary.json").write_text(json.dumps(summary))
+    write_run_folder(folder, cell.id, sweep=cell.sweep, code_fingerprint=fingerprint)
 
 
 def test_aggregate_refuses_a_sweep_made_by_two_code_versions(tmp_path):

@@ -123,17 +123,11 @@ diverged = lr > 2.0
 os.makedirs(out, exist_ok=True)
 from umup_repro.config import config_hash, resolve_config
 cell = config_hash(resolve_config(cfg))
-summary = {"cell": cell, "config_hash": cell, "steps_done": 0, "final_val_loss": None if diverged else loss,
-           "final_train_loss": loss, "diverged": diverged}
+flat = {}
 for key, value in cfg.items():  # the flattened config, as a real summary carries it
-    summary.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
-# the run-folder contract aggregate checks (umup_repro/verify.py): one metrics row per step done, an RMS table
-with open(os.path.join(out, "metrics.csv"), "w") as f:
-    f.write(f"step,tokens,train_loss,val_loss,lr\\n0,0,{loss},{loss},{lr}\\n")
-with open(os.path.join(out, "rms.csv"), "w") as f:
-    f.write("step,tensor,kind,rms\\n0,embedding,weight,1.0\\n")
-with open(os.path.join(out, "summary.json"), "w") as f:
-    json.dump(summary, f)
+    flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+from run_folders import write_run_folder  # tests/ is on PYTHONPATH (fixture `synthetic`)
+write_run_folder(out, cell, loss=loss, diverged=diverged, lr=lr, **flat)
 '''
 
 
@@ -162,7 +156,8 @@ def synthetic(tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = dict(os.environ, MPLBACKEND="Agg")
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent),
+                                     env.get("PYTHONPATH", "")])
     return work, env
 
 

@@ -127,7 +127,7 @@ def test_weight_decay_form_and_train_tokens_are_validated():
 def test_train_tokens_repeat_the_first_tokens_only():
     cfg = resolve_config({**SMALL, "data": {"train_tokens": 40}, "train": {"steps": 50, "batch_size": 4}})
     tokens = np.arange(10_000, dtype=np.int64)
-    seen = torch.cat([b for _, b in StepBatches(tokens, cfg, start=lambda: 0)])
+    seen = torch.cat([rows for _, _, rows in StepBatches(tokens, cfg, start=lambda: 0)])
     assert int(seen.max()) < 40  # every window inside the first 40 tokens
     assert len(torch.unique(seen)) == 40  # and 50 steps of 4 windows cover them all (data repeats)
 

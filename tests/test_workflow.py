@@ -52,7 +52,12 @@ def test_smoke_builds_every_figure_and_table(smoke):
         t = pd.read_csv(root / "results" / "tables" / f"{sweep}.csv")
         assert list(t["cell"]) == [c.id for c in cells]
         ok = t[~t["diverged"].astype(bool)]
-        assert len(ok) >= len(t) - 1 and np.isfinite(ok["final_val_loss"]).all() and (ok["final_val_loss"] < 12).all()
+        assert len(ok) >= len(t) - 1 and np.isfinite(ok["final_val_loss"]).all()
+        # it trained: below 12 (ln 4096 = 8.3 at init, diverge_loss 20). A cell that repeats a
+        # 512-token corpus (data.train_tokens, the TP-V setting) memorises it: its validation loss
+        # rises past 12 by overfitting (measured 9.9–12.7, train 1.7–6.0), so its train loss is the check
+        repeated = ok["data.train_tokens"].notna() if "data.train_tokens" in ok else pd.Series(False, index=ok.index)
+        assert (ok.loc[~repeated, "final_val_loss"] < 12).all() and (ok.loc[repeated, "final_train_loss"] < 12).all()
         for kind in ("metrics", "rms"):
             long = pd.read_csv(root / "results" / "tables" / kind / f"{sweep}.csv")
             assert set(long["cell"]) == set(t["cell"]), (sweep, kind)

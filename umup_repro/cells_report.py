@@ -53,8 +53,9 @@ def main(args) -> int:
             return 2
         how = f"{compute['utilisation']:.1%} of peak, calibrated from {measured}"
     rows = summary_rows(expanded, compute)
-    if int((config.get("resources") or {}).get("gpus", 1) or 0) == 0:  # a CPU preset
-        return _print_cpu_estimate(config, expanded, rows, args)
+    gpu_question = args.utilisation is not None or getattr(args, "measured", None)
+    if int((config.get("resources") or {}).get("gpus", 1) or 0) == 0 and not gpu_question:  # a CPU preset
+        return _print_cpu_estimate(config, expanded, rows, args)  # (asked about GPUs: GPU-hours below)
     p = budget.peaks(compute)
     print(f"preset {config['preset']}: {sum(r['cells'] for r in rows)} cells in {len(rows)} sweeps;"
           f" GPU-hours on {compute['gpu_name']} at {how} (peaks fp32 {_si(p['fp32'])}, tf32 {_si(p['tf32'])},"

@@ -15,10 +15,12 @@ rule claims:
     output:
         table="results/tables/claims.csv",
         pdf="figures/claims.pdf",
-        png="figures/claims.png",
+        png=report("figures/claims.png", caption="../report/figure.rst", category="Scorecard"),
         page="figures/claims.md",
     log:
         "results/logs/figures/claims.log",
+    params:
+        caption=FIGURE_CAPTIONS["claims"],
     localrule: True
     conda:
         "../envs/umup-repro.yaml"

@@ -54,7 +54,7 @@ for _name, _sweeps in FIGURE_MAP.items():
             f"results/logs/figures/{_name}.log",
         params:
             name=_name,
-            caption=FIGURE_CAPTIONS.get(_name, _name),
+            caption=FIGURE_CAPTIONS[_name],  # tests/test_snakemake_conventions.py: every figure has one
             sweeps=" ".join(COORD_CHECK["parametrizations"] if _name == "coord_check" else _sweeps),
         threads: 1
         # plotting reads tables and takes seconds: on a cluster it runs in the driver, not as a job
