@@ -45,3 +45,13 @@ def job_counts(output: str) -> dict[str, int]:
         counts[m.group(1)] = int(m.group(2))
     counts.pop("total", None)
     return counts
+
+
+def executed_jobs(output: str) -> dict[str, int]:
+    """The jobs a run actually executed, {rule: count}, from the `rule X:` header Snakemake prints
+    before each job. Unlike the 'Job stats' table this counts the jobs a checkpoint (the staged
+    search's stages) adds after the run began."""
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^(?:local)?rule (\S+):$", output, flags=re.MULTILINE):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
