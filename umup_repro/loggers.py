@@ -4,6 +4,8 @@ Off by default and never needed for the run folder's own files: the run folder s
 Chosen per run by `umup-repro train --logger NAME` (repeatable) or `$UMUP_LOGGERS`
 (comma-separated; what the workflow sets from the preset's top-level `loggers:` list). A chosen
 logger whose package is missing is an error that says what to install, before training starts.
+Lightning-free at import (the callback that feeds the loggers is umup_repro/logger_callback.py):
+run_cell checks the choice before its folder's lock, where a refused or no-op run must stay fast.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Optional, Sequence
-
-from lightning.pytorch.callbacks import Callback
 
 KNOWN = ("tensorboard", "wandb")
 
@@ -51,27 +51,3 @@ def build_loggers(names: Sequence[str], out: Path, cell: str) -> list:
             package = "tensorboard" if name == "tensorboard" else "wandb"
             raise LoggerError(f"logger {name}: {err}; install it with `pip install {package}`") from None
     return loggers
-
-
-class MetricsToLoggers(Callback):
-    """Sends each finished step's row (train loss, val loss, lr: what metrics.csv gets) to the
-    trainer's loggers."""
-
-    def __init__(self) -> None:
-        self.sent = -1
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # rows before the current step are final; the current one once it has its train loss
-        for step in sorted(s for s in pl_module.metrics if self.sent < s < trainer.global_step):
-            row = {k: v for k, v in pl_module.metrics[step].items() if v is not None and k != "tokens"}
-            for logger in trainer.loggers:
-                logger.log_metrics(row, step=step)
-            self.sent = step
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        for step in sorted(s for s in pl_module.metrics if s > self.sent):
-            row = {k: v for k, v in pl_module.metrics[step].items() if v is not None and k != "tokens"}
-            for logger in trainer.loggers:
-                logger.log_metrics(row, step=step)
-        for logger in trainer.loggers:
-            logger.finalize("success")

@@ -102,7 +102,7 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (),
         plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the scheduler's job
     callbacks = list(callbacks)
     if loggers:
-        from umup_repro.loggers import MetricsToLoggers
+        from umup_repro.logger_callback import MetricsToLoggers
 
         callbacks.append(MetricsToLoggers())
     if progress == "bar":
