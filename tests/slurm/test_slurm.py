@@ -242,6 +242,7 @@ def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(
 TIMING_COLUMNS = ["wall_seconds", "train_seconds", "tokens_per_second", "mfu"]
 
 
+@pytest.mark.long  # ≈ 3 min beside the 7-min local smoke run; the packing test covers the profile on every CI run
 def test_smoke_figure_with_profile_slurm_matches_the_local_run(smoke_local, cluster_env, shim_path, tmp_path):
     """The user's per-figure command, `snakemake --profile slurm figures/<name>.pdf`, from a copy of
     the repository root, adapted to the test cluster only through UMUP_SLURM_* (partition, account,

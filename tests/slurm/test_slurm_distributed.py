@@ -14,6 +14,7 @@ from test_slurm import cell, on_cluster, sacct
 pytestmark = pytest.mark.slurm
 
 
+@pytest.mark.long  # ≈ 1 min; tests/test_distributed.py kills and resumes 2-process runs on every CI run
 def test_two_task_cell_is_requeued_and_resumes_to_the_uninterrupted_result(cluster_env, tmp_path):
     two = cell("d", steps=200, train={"checkpoint_every": 20, "batch_size": 4},
                log={"rms_every": 100, "val_every": 100}, distributed={"devices": 2},
