@@ -121,13 +121,11 @@ loss = 3.0 + 0.1 * math.log2(lr) ** 2 + 0.1 * (math.log2(hp["alpha_res"]) - 1) *
     + 0.1 * (math.log2(hp["alpha_attn_softmax"]) + 2) ** 2 + 0.001 * cfg["train"]["seed"]
 diverged = lr > 2.0
 os.makedirs(out, exist_ok=True)
-from umup_repro.config import config_hash, resolve_config
-cell = config_hash(resolve_config(cfg))
-flat = {}
-for key, value in cfg.items():  # the flattened config, as a real summary carries it
-    flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+from umup_repro.config import config_hash, flatten_config, resolve_config
+resolved = resolve_config(cfg)
 from run_folders import write_run_folder  # tests/ is on PYTHONPATH (fixture `synthetic`)
-write_run_folder(out, cell, loss=loss, diverged=diverged, lr=lr, **flat)
+# with the flattened config, as a real summary carries it
+write_run_folder(out, config_hash(resolved), loss=loss, diverged=diverged, lr=lr, **flatten_config(resolved))
 '''
 
 
