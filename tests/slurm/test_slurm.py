@@ -333,7 +333,9 @@ def test_cell_resources_gpus_and_flops_scaled_time_limits_reach_sbatch(cluster_e
     assert len(probe) == 3 and len(copied) == 1
     limits = {}
     for c in probe:
-        scripts = sorted((root / "results" / "logs" / "slurm" / c.id).glob("*_submission.sh"))
+        # by job id as a number: "1002_submission.sh" sorts before "998_submission.sh" as text
+        scripts = sorted((root / "results" / "logs" / "slurm" / c.id).glob("*_submission.sh"),
+                         key=lambda p: int(p.name.split("_")[0]))
         script = scripts[-1]  # the copied cell: its training job (lr_width), then its copy job
         lines = set(script.read_text().splitlines())
         if c in copied:
