@@ -153,22 +153,22 @@ def test_runtime_request_scales_with_flops():
 
 
 def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
-    """A preset whose cells ask for no GPU is estimated in CPU core-hours, not H100-hours."""
+    """A preset whose cells ask for no GPU is estimated in CPU core-hours, not H100-hours: each
+    trained cell's start-up plus its FLOPs at the per-core rate, a cell shared by sweeps once."""
     from argparse import Namespace
 
     from umup_repro.cells_report import main
-    from umup_repro.grid import CPU_FLOPS_PER_CORE
+    from umup_repro.grid import CPU_FLOPS_PER_CORE, CPU_STARTUP_SECONDS, expand_preset, load_preset
 
     assert main(Namespace(preset="smoke", sweep=None, list=False, utilisation=None)) == 0
     out = capsys.readouterr().out
     assert "core-h" in out and "CPU core-hours" in out and "H100" not in out and "GPU-h" not in out
-    total = out.strip().splitlines()[-1].split()
-    assert float(total[-1]) == pytest.approx(grid_flops("smoke") / CPU_FLOPS_PER_CORE / 3600, rel=0.01)  # 3 digits
+    cells = [c for cs in expand_preset(load_preset("smoke")).values() for c in cs if not c.alias]
+    once = {c.id: c for c in cells}.values()
+    assert len(once) < len(cells)  # smoke shares cells between sweeps: they must not count twice
+    hours = sum(CPU_STARTUP_SECONDS + c.flops / CPU_FLOPS_PER_CORE for c in once) / 3600
+    [row] = [line.split() for line in out.splitlines() if line.startswith("trained once")]
+    assert int(row[2]) == len(once) and float(row[-1]) == pytest.approx(hours, rel=0.01)  # 3 digits
+    assert f"training ≈ {hours * 60 / 2:.0f} min on 2 cores" in out
     assert main(Namespace(preset="paper", sweep=None, list=False, utilisation=None)) == 0
     assert "GPU-hours on H100" in capsys.readouterr().out
-
-
-def grid_flops(preset):
-    from umup_repro.grid import expand_preset, load_preset
-
-    return sum(c.flops for cells in expand_preset(load_preset(preset)).values() for c in cells)

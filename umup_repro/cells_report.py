@@ -7,8 +7,8 @@ import sys
 
 from umup_repro import budget
 from umup_repro.config import ConfigError, flatten_config
-from umup_repro.grid import (CPU_FLOPS_PER_CORE, DEFAULT_COMPUTE, PresetError, default_preset, expand_preset,
-                             load_preset, summary_rows, varied_keys)
+from umup_repro.grid import (CPU_FLOPS_PER_CORE, CPU_STARTUP_SECONDS, DEFAULT_COMPUTE, PresetError, default_preset,
+                             expand_preset, load_preset, summary_rows, varied_keys)
 
 
 def _si(x: float) -> str:
@@ -19,16 +19,30 @@ def _si(x: float) -> str:
 
 
 def _print_cpu_estimate(config, expanded, rows, args) -> int:
-    """`cells` for a preset whose cells run on CPUs: CPU core-hours, not GPU-hours."""
-    rate = float((config.get("compute") or {}).get("cpu_flops_per_core", CPU_FLOPS_PER_CORE))
+    """`cells` for a preset whose cells run on CPUs: CPU core-hours, not GPU-hours. A cell shared by
+    several sweeps trains once (the others copy it), so the total counts it once."""
+    compute = config.get("compute") or {}
+    rate = float(compute.get("cpu_flops_per_core", CPU_FLOPS_PER_CORE))
+    startup = float(compute.get("cpu_startup_seconds", CPU_STARTUP_SECONDS))
+
+    def core_hours(cells) -> float:
+        return sum(startup + c.flops / rate for c in cells) / 3600
+
     total = sum(r["cells"] for r in rows)
     print(f"preset {config['preset']}: {total} cells in {len(rows)} sweeps, on CPUs (resources.gpus 0);"
-          f" CPU core-hours at {_si(rate)}FLOP/s per core (measured on the tiny preset, overheads included)")
+          f" CPU core-hours at {startup:g} s start-up per cell + {_si(rate)}FLOP/s per core"
+          f" (fitted to a measured tiny run)")
     print(f"{'sweep':<22}{'cells':>7}{'tokens':>10}{'FLOPs':>10}{'core-h':>10}")
     for r in rows:
-        print(f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}{r['flops'] / rate / 3600:>10.3g}")
-    flops = sum(r["flops"] for r in rows)
-    print(f"{'total':<22}{total:>7}{_si(sum(r['tokens'] for r in rows)):>10}{_si(flops):>10}{flops / rate / 3600:>10.3g}")
+        print(f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}"
+              f"{core_hours(expanded[r['sweep']]):>10.3g}")
+    trained = {c.id: c for cells in expanded.values() for c in cells if not c.alias}
+    once = list(trained.values())
+    hours = core_hours(once)
+    print(f"{'trained once':<22}{len(once):>7}{_si(sum(c.tokens for c in once)):>10}"
+          f"{_si(sum(c.flops for c in once)):>10}{hours:>10.3g}")
+    print(f"training ≈ {hours * 60 / 2:.0f} min on 2 cores, one cell per core (figures, analyses and a"
+          f" staged search's later stages not included)")
     if args.list:
         _print_cells(expanded)
     return 0
