@@ -158,7 +158,8 @@ def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
     from argparse import Namespace
 
     from umup_repro.cells_report import main
-    from umup_repro.grid import CPU_FLOPS_PER_CORE, CPU_STARTUP_SECONDS, expand_preset, load_preset
+    from umup_repro.grid import (CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS, expand_preset,
+                                 load_preset)
 
     assert main(Namespace(preset="smoke", sweep=None, list=False, utilisation=None)) == 0
     out = capsys.readouterr().out
@@ -166,7 +167,8 @@ def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
     cells = [c for cs in expand_preset(load_preset("smoke")).values() for c in cs if not c.alias]
     once = {c.id: c for c in cells}.values()
     assert len(once) < len(cells)  # smoke shares cells between sweeps: they must not count twice
-    hours = sum(CPU_STARTUP_SECONDS + c.flops / CPU_FLOPS_PER_CORE for c in once) / 3600
+    hours = sum(CPU_STARTUP_SECONDS + CPU_SECONDS_PER_STEP * c.config.train.steps + c.flops / CPU_FLOPS_PER_CORE
+                for c in once) / 3600
     [row] = [line.split() for line in out.splitlines() if line.startswith("trained once")]
     assert int(row[2]) == len(once) and float(row[-1]) == pytest.approx(hours, rel=0.01)  # 3 digits
     assert f"training ≈ {hours * 60 / 2:.0f} min on 2 cores" in out

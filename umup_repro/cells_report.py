@@ -7,8 +7,8 @@ import sys
 
 from umup_repro import budget
 from umup_repro.config import ConfigError, flatten_config
-from umup_repro.grid import (CPU_FLOPS_PER_CORE, CPU_STARTUP_SECONDS, DEFAULT_COMPUTE, PresetError, default_preset,
-                             expand_preset, load_preset, summary_rows, varied_keys)
+from umup_repro.grid import (CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS, DEFAULT_COMPUTE, PresetError,
+                             default_preset, expand_preset, load_preset, summary_rows, varied_keys)
 
 
 def _si(x: float) -> str:
@@ -24,14 +24,15 @@ def _print_cpu_estimate(config, expanded, rows, args) -> int:
     compute = config.get("compute") or {}
     rate = float(compute.get("cpu_flops_per_core", CPU_FLOPS_PER_CORE))
     startup = float(compute.get("cpu_startup_seconds", CPU_STARTUP_SECONDS))
+    per_step = float(compute.get("cpu_seconds_per_step", CPU_SECONDS_PER_STEP))
 
     def core_hours(cells) -> float:
-        return sum(startup + c.flops / rate for c in cells) / 3600
+        return sum(startup + per_step * c.config.train.steps + c.flops / rate for c in cells) / 3600
 
     total = sum(r["cells"] for r in rows)
     print(f"preset {config['preset']}: {total} cells in {len(rows)} sweeps, on CPUs (resources.gpus 0);"
-          f" CPU core-hours at {startup:g} s start-up per cell + {_si(rate)}FLOP/s per core"
-          f" (fitted to a measured tiny run)")
+          f" CPU core-hours at {startup:g} s start-up per cell + {per_step * 1e3:g} ms per step + FLOPs at"
+          f" {_si(rate)}FLOP/s per core (fitted to a measured tiny run)")
     print(f"{'sweep':<22}{'cells':>7}{'tokens':>10}{'FLOPs':>10}{'core-h':>10}")
     for r in rows:
         print(f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}"

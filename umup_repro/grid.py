@@ -54,11 +54,13 @@ SCHEMA = RESOURCES / "config.schema.yaml"
 # Compute estimate: dense BF16 peak of one H100 SXM and the utilisation we assume for proxy runs.
 DEFAULT_COMPUTE = {"gpu_name": "H100", "gpu_peak_flops": 989e12, "utilisation": 0.3,
                    "min_runtime_min": 10, "runtime_safety": 3.0}
-# A CPU preset's estimate, per trained cell: a fixed start-up (process, imports, data, checkpoints)
-# plus its FLOPs at a rate per core that includes validation and RMS logs. Fitted to the job times
-# of a `tiny` run from a fresh clone (README, "What the `tiny` run shows").
-CPU_STARTUP_SECONDS = 6.0
-CPU_FLOPS_PER_CORE = 43e9
+# A CPU preset's estimate, per trained cell: a fixed start-up (process, imports, data, checkpoints),
+# a per-step overhead (Python, Lightning, logging) and its FLOPs at a rate per core. Least squares on
+# the 151 trained jobs of a `tiny` run from a fresh clone (README, "What the `tiny` run shows"):
+# 13.5 s + 34 ms/step + FLOPs / 42 GFLOP/s; residual 6.3 s rms per job, 6,479 job-seconds in all.
+CPU_STARTUP_SECONDS = 13.5
+CPU_SECONDS_PER_STEP = 0.034
+CPU_FLOPS_PER_CORE = 42e9
 # Cluster resources of one cell unless the preset or the sweep overrides them.
 DEFAULT_RESOURCES = {"gpus": 1, "cpus_per_task": 8, "mem_mb": 32000}
 
