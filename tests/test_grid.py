@@ -154,7 +154,8 @@ def test_runtime_request_scales_with_flops():
 
 def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
     """A preset whose cells ask for no GPU is estimated in CPU core-hours, not H100-hours: each
-    trained cell's start-up plus its FLOPs at the per-core rate, a cell shared by sweeps once."""
+    trained cell's start-up, per-step overhead and FLOPs at the per-core rate; a cell shared by
+    sweeps counted once."""
     from argparse import Namespace
 
     from umup_repro.cells_report import main

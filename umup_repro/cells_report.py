@@ -7,8 +7,8 @@ import sys
 
 from umup_repro import budget
 from umup_repro.config import ConfigError, flatten_config
-from umup_repro.grid import (CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS, DEFAULT_COMPUTE, PresetError,
-                             default_preset, expand_preset, load_preset, summary_rows, varied_keys)
+from umup_repro.grid import (CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS, DEFAULT_COMPUTE,
+                             PresetError, default_preset, expand_preset, load_preset, summary_rows, varied_keys)
 
 
 def _si(x: float) -> str:
