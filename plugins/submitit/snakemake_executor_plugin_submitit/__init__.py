@@ -29,8 +29,12 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
-from umup_repro import slurm
-from umup_repro.slurm_status import LOST, JobStates
+try:
+    from umup_repro import slurm
+    from umup_repro.slurm_status import LOST, JobStates
+except ModuleNotFoundError as err:  # not a declared dependency (see pyproject.toml): say what to install
+    raise ImportError("the submitit executor plugin needs umup-repro: `pip install -e . ./plugins/submitit` "
+                      "from the umup-repro checkout") from err
 
 
 @dataclass
