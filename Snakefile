@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from umup_repro import grid
+from umup_repro.sweeps import grid, presets
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -22,7 +22,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 # config/config.yaml (+ --config) selects the preset; the preset's contents join the config, which
 # is then checked against the JSON schema (errors name the field and what is allowed).
-config.update(grid.load_preset(config))
+config.update(presets.load_preset(config))
 validate(config, "workflow/schemas/config.schema.yaml")
 # optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
 if config.get("loggers"):

@@ -6,7 +6,7 @@ Prints, on a GPU with FP8 tensor cores:
    RMS relative difference (bound from tests/test_gpu.py: RMS ≤ 1e-3 in fp32 output);
 2. u-μP FP8 vs BF16 training-step time at width 4096 (FP8 should be faster);
 3. u-μP BF16 MFU at width 2048 (eager and `torch.compile`; target ≥ 40%);
-4. one `paper` cell's measured tokens/s against the preset's estimate (umup_repro/budget.py), in
+4. one `paper` cell's measured tokens/s against the preset's estimate (umup_repro/sweeps/budget.py), in
    fp32 and TF32, and the utilisation that calibrates `umup-repro cells --measured`;
 5. where two GPUs are visible, the same small cell on 1 GPU and on 2 (DDP, FSDP) through
    `umup-repro train`: tokens/s and final losses (within 1e-3 expected).
@@ -32,10 +32,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from umup_repro import budget, fp8, grid  # noqa: E402
-from umup_repro.bench import plain_step_times, step_config  # noqa: E402
-from umup_repro.config import flops_per_token, resolve_config  # noqa: E402
-from umup_repro.provenance import peak_flops  # noqa: E402
+from umup_repro.bench.bench import plain_step_times, step_config  # noqa: E402
+from umup_repro.core.compute import flops_per_token  # noqa: E402
+from umup_repro.core.config import resolve_config  # noqa: E402
+from umup_repro.model import fp8  # noqa: E402
+from umup_repro.sweeps import budget, grid, presets  # noqa: E402
+from umup_repro.training.provenance import peak_flops  # noqa: E402
 
 START = time.monotonic()
 
@@ -76,10 +78,10 @@ def step_time(parametrization: str, *, width: int, depth: int, batch: int, seq: 
 
 
 def paper_cell(budget_s: float) -> None:
-    preset = grid.load_preset("paper")
+    preset = presets.load_preset("paper")
     base = [c for c in grid.expand_preset(preset, ["lr_width"])["lr_width"]
             if c.config.model.width == 256 and c.config.parametrization == "umup"][0]
-    compute = {**grid.DEFAULT_COMPUTE, **preset.get("compute", {})}
+    compute = {**budget.DEFAULT_COMPUTE, **preset.get("compute", {})}
     for precision in ("32", "tf32"):
         if left(budget_s) < 30:
             return

@@ -18,7 +18,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def real_batch():
     """A batch of real text from the default offline corpus: (batch, seq_len + 1) tokens."""
     from umup_repro import data
-    from umup_repro.config import resolve_config
+    from umup_repro.core.config import resolve_config
 
     def make(batch_size=8, seq_len=128, step=0, seed=0, vocab_size=4096):
         config = resolve_config({"model": {"seq_len": seq_len, "vocab_size": vocab_size}})

@@ -1,5 +1,5 @@
 """A complete run folder as train.py leaves it, written without training: the files aggregate and
-the resume checks read back (umup_repro/verify.py): summary.json naming its cell, metrics.csv
+the resume checks read back (umup_repro/training/run_format.py): summary.json naming its cell, metrics.csv
 with one row per step done (steps 0 … steps_done), and an rms.csv. Shared by the tests that need
 finished cells cheaply (search, hostile input, code provenance)."""
 

@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from umup_repro.aggregate import MissingRunsError, aggregate_sweep, transfer_summary
-from umup_repro.grid import expand_sweep
+from umup_repro.results.aggregate import MissingRunsError, aggregate_sweep, transfer_summary
+from umup_repro.sweeps.grid import expand_sweep
 
 
 def table(rows):

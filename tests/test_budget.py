@@ -1,4 +1,4 @@
-"""Compute budgets and cluster requests of cells (umup_repro/budget.py, grid's estimate, the
+"""Compute budgets and cluster requests of cells (umup_repro/sweeps/budget.py, grid's estimate, the
 `large`/`scale` presets, the SLURM request of distributed cells). Torch-free and fast."""
 
 from __future__ import annotations
@@ -9,13 +9,16 @@ import sys
 
 import pytest
 
-from umup_repro import budget, grid
-from umup_repro.config import config_hash, flops_per_token, flatten_config, resolve_config
-from umup_repro.distributed import srun_prefix
-from umup_repro.slurm import submitit_parameters
+from umup_repro.sweeps import budget
+from umup_repro.sweeps import presets
+from umup_repro.sweeps import grid
+from umup_repro.core.compute import flops_per_token
+from umup_repro.core.config import config_hash, flatten_config, resolve_config
+from umup_repro.training.distributed import srun_prefix
+from umup_repro.slurm.submit import submitit_parameters
 
 CELL = {"model": {"width": 1024, "depth": 8}, "train": {"steps": 1000, "batch_size": 64}}
-H100 = {**grid.DEFAULT_COMPUTE, "gpu_peak_flops": budget.H100_SXM_PEAKS["bf16"]}
+H100 = {**budget.DEFAULT_COMPUTE, "gpu_peak_flops": budget.H100_SXM_PEAKS["bf16"]}
 
 
 def seconds(**sets) -> float:
@@ -55,7 +58,7 @@ def test_large_presets_list_nodes_gpus_and_tokens():
     total = out.stdout.strip().splitlines()[-1].split()
     assert total[:4] == ["total", "9", "8", "2.7T"]  # 9 cells, up to 8 nodes, 3 x 3 x 300B tokens
     for preset, sizes in (("large", {2048, 3200, 4096}), ("scale", {768, 1024})):
-        cells = grid.expand_preset(grid.load_preset(preset))["large_scale"]
+        cells = grid.expand_preset(presets.load_preset(preset))["large_scale"]
         assert {c.config.model.width for c in cells} == sizes
         assert {c.config.parametrization for c in cells} == {"sp", "umup", "umup_fp8"}
         assert all(c.config.train.precision == "bf16-mixed" and c.config.data.corpus == "slimpajama" for c in cells)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from umup_repro.claims import CLAIMS, COLUMNS, FAILS, HOLDS, NOT_MEASURED, scorecard
+from umup_repro.results.claims import CLAIMS, COLUMNS, FAILS, HOLDS, NOT_MEASURED, scorecard
 
 TYPES = ["attn.q", "ffn.up_proj", "embedding", "readout"]
 

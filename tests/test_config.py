@@ -2,8 +2,8 @@
 
 import pytest
 
-from umup_repro.config import ConfigError, resolve_config
-from umup_repro.model import build_model
+from umup_repro.core.config import ConfigError, resolve_config
+from umup_repro.model.decoder import build_model
 
 
 @pytest.mark.parametrize("raw,field,allowed", [

@@ -12,7 +12,8 @@ import sys
 import pandas as pd
 import pytest
 
-from umup_repro.analyses.coord_check import run_coord_check, width_slopes
+from umup_repro.analyses.coord_check import run_coord_check
+from umup_repro.results.tables import width_slopes
 
 WIDTHS = [64, 128, 256, 512, 1024]
 STEPS = 4

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from umup_repro import data
-from umup_repro.config import resolve_config
+from umup_repro.core.config import resolve_config
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}  # subprocesses
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ BUILD_DEFAULT = """
     import hashlib, json, os, pathlib, time
     import numpy as np
     from umup_repro import data
-    from umup_repro.config import resolve_config
+    from umup_repro.core.config import resolve_config
     config = resolve_config({})
     barrier = pathlib.Path(os.environ["BARRIER"])  # both processes start building together
     (barrier / str(os.getpid())).touch()
@@ -145,7 +145,7 @@ def test_second_load_maps_the_cache_and_tokenises_nothing(default_cache, monkeyp
     fresh = run_python("""
         import json, sys
         from umup_repro import data
-        from umup_repro.config import resolve_config
+        from umup_repro.core.config import resolve_config
         arrays = data.token_arrays(resolve_config({}))
         print(json.dumps({"counts": dict(data.BUILD_COUNTS), "datasets": "datasets" in sys.modules,
                           "lengths": {k: len(v) for k, v in arrays.items()}}))
@@ -356,7 +356,7 @@ def _decode_splits(code_config: str, hf_home: Path, cache: Path) -> dict:
     return run_python(f"""
         import json
         from umup_repro import data
-        from umup_repro.config import resolve_config
+        from umup_repro.core.config import resolve_config
         config = resolve_config({code_config})
         arrays = data.token_arrays(config)
         tok = data.get_tokenizer(config)
@@ -408,7 +408,7 @@ def test_missing_hub_dataset_says_how_to_fetch_it_and_leaves_no_files(tmp_path):
     out = run_python("""
         import json
         from umup_repro import data
-        from umup_repro.config import resolve_config
+        from umup_repro.core.config import resolve_config
         try:
             data.token_arrays(resolve_config({"data": {"corpus": "wikitext103"}}))
         except data.DataUnavailableError as err:
@@ -427,7 +427,7 @@ def test_missing_hub_dataset_says_how_to_fetch_it_and_leaves_no_files(tmp_path):
 
 
 def test_bench_data_reports_loader_and_step_time(default_cache, monkeypatch, capsys):
-    pytest.importorskip("umup_repro.model")
+    pytest.importorskip("umup_repro.model.decoder")
     from umup_repro.cli import main
 
     cache, _ = default_cache

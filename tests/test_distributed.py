@@ -1,4 +1,4 @@
-"""Distributed cells (umup_repro.distributed, the `distributed` config section): 2 processes with
+"""Distributed cells (umup_repro.training.distributed, the `distributed` config section): 2 processes with
 DDP on CPU (gloo, real processes started by Lightning's launcher from the real command) train the
 same cell as 1 process with the same global batch, and a killed 2-process run resumes to the
 uninterrupted result. FSDP needs CUDA GPUs in Lightning (tests/test_gpu.py).
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from test_train import ENV, last_metrics_step, train_cmd, wait_for
-from umup_repro.config import ConfigError, config_hash, config_to_dict, resolve_config
+from umup_repro.core.config import ConfigError, config_hash, config_to_dict, resolve_config
 
 STEPS, EVERY = 12, 4
 TINY = {

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from test_hostile import ENV, TINY, cfg  # noqa: F401 (cfg: the fixture)
-from umup_repro.config import config_hash, resolve_config
-from umup_repro.verify import check_tables, read_summary
+from umup_repro.core.config import config_hash, resolve_config
+from umup_repro.training.run_format import check_tables, read_summary
 
 
 def train_cmd(cfg: Path, out: Path, *extra: str) -> list[str]:
@@ -52,7 +52,7 @@ def test_unusable_checkpoint_restarts_from_scratch_with_a_warning(cfg, tmp_path)
 
 @pytest.mark.parametrize("content", [b"", b"\x80\x04garbage" * 10])
 def test_checkpoint_problem_names_empty_and_garbage_files(tmp_path, content):
-    from umup_repro.verify import checkpoint_problem
+    from umup_repro.training.run_format import checkpoint_problem
 
     path = tmp_path / "last.ckpt"
     path.write_bytes(content)

@@ -83,9 +83,9 @@ def _nest(flat: dict) -> dict:
 
 def build_tables(root: Path) -> Path:
     """Train every cell of `_cells()` under root/runs/<sweep>/<cell>; write root/tables."""
-    from umup_repro.config import config_hash, resolve_config
+    from umup_repro.core.config import config_hash, resolve_config
     from umup_repro.data import token_arrays
-    from umup_repro.train import run_cell
+    from umup_repro.training.train import run_cell
 
     tables = root / "tables"
     (tables / "metrics").mkdir(parents=True, exist_ok=True)

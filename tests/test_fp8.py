@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from umup_repro import fp8
-from umup_repro.config import ConfigError, resolve_config
-from umup_repro.model import Linear, build_model
+from umup_repro.model import fp8
+from umup_repro.core.config import ConfigError, resolve_config
+from umup_repro.model.decoder import Linear, build_model
 
 
 def reference_round(x: np.ndarray, mantissa_bits: int, min_normal_exp: int, max_value: float) -> np.ndarray:

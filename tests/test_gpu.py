@@ -28,9 +28,9 @@ import math
 import pytest
 import torch
 
-from umup_repro import fp8
-from umup_repro.config import resolve_config
-from umup_repro.model import Linear, build_model
+from umup_repro.model import fp8
+from umup_repro.core.config import resolve_config
+from umup_repro.model.decoder import Linear, build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -129,7 +129,7 @@ def train_losses(parametrization: str, *, steps: int, simulated: bool = False, p
     """Training losses of `steps` AdamW steps (loss t is measured before update t), on the GPU,
     the run's own optimizer, LR and schedule, real text. `simulated` forces the simulated casts."""
     from umup_repro.data import token_arrays, train_batch
-    from umup_repro.optim import build_optimizer, build_scheduler
+    from umup_repro.model.optim import build_optimizer, build_scheduler
 
     config = resolve_config({"parametrization": parametrization,
                              "model": {"width": width, "depth": depth, "seq_len": seq_len, "fp8": fp8_casts},

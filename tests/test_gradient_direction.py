@@ -1,4 +1,4 @@
-"""u-μP keeps the true gradient direction of every parameter (the principle of umup_repro/ops.py).
+"""u-μP keeps the true gradient direction of every parameter (the principle of umup_repro/model/ops.py).
 
 The model's parameter gradients (custom backward scales) against plain autograd of the same
 forward computation (tests/umup_reference.py: same weights, same batch, forward scales as plain
@@ -18,9 +18,10 @@ depths 1 and 3, with and without RoPE; u-μP-FP8 with its casts replaced by the 
 import pytest
 import torch
 
-from umup_repro import fp8, ops
-from umup_repro.config import resolve_config
-from umup_repro.model import Linear, build_model
+from umup_repro.model import fp8
+from umup_repro.model import ops
+from umup_repro.core.config import resolve_config
+from umup_repro.model.decoder import Linear, build_model
 from umup_reference import model_and_reference_grads, per_tensor_cosines, reference_loss
 
 COS_TOL = 1e-9  # float64 rounding is ~1e-15; see the module docstring

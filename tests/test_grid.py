@@ -5,9 +5,12 @@ import math
 import pytest
 import yaml
 
-from umup_repro import grid
-from umup_repro.config import config_hash, resolve_config
-from umup_repro.grid import PresetError, expand_preset, expand_sweep, load_preset
+from umup_repro.sweeps import presets
+from umup_repro.sweeps import budget
+from umup_repro.sweeps import grid
+from umup_repro.core.config import config_hash, resolve_config
+from umup_repro.sweeps.grid import expand_preset, expand_sweep
+from umup_repro.sweeps.presets import PresetError, load_preset
 
 
 def sweep(blocks, **extra):
@@ -84,7 +87,7 @@ def test_unknown_preset_lists_the_allowed_ones():
 
 
 def test_schema_rejects_malformed_presets_naming_the_field(tmp_path):
-    good = yaml.safe_load(grid.preset_path("smoke").read_text())
+    good = yaml.safe_load(presets.preset_path("smoke").read_text())
     bad = dict(good, sweeps={"lr": {"blocks": [{"random": {"n": 3, "space": {}}}]}})
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
@@ -147,9 +150,9 @@ def test_runtime_request_scales_with_flops():
     compute = {"gpu_peak_flops": 1e15, "utilisation": 0.5, "min_runtime_min": 1, "runtime_safety": 2.0}
     fp32_peak = 1e15 * 66.9 / 989.4  # paper cells train in fp32: the BF16 peak given, rescaled (budget.py)
     assert big.config.train.precision == "32"
-    assert grid.runtime_minutes(big, compute) == math.ceil(big.flops / (0.5 * fp32_peak) * 2 / 60)
-    assert grid.runtime_minutes(small, compute) < grid.runtime_minutes(big, compute)
-    assert grid.runtime_minutes(small, {**compute, "min_runtime_min": 30}) == 30
+    assert budget.runtime_minutes(big, compute) == math.ceil(big.flops / (0.5 * fp32_peak) * 2 / 60)
+    assert budget.runtime_minutes(small, compute) < budget.runtime_minutes(big, compute)
+    assert budget.runtime_minutes(small, {**compute, "min_runtime_min": 30}) == 30
 
 
 def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
@@ -158,9 +161,10 @@ def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
     sweeps counted once."""
     from argparse import Namespace
 
-    from umup_repro.cells_report import main
-    from umup_repro.grid import (CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS, expand_preset,
-                                 load_preset)
+    from umup_repro.sweeps.cells import main
+    from umup_repro.sweeps.budget import CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS
+    from umup_repro.sweeps.grid import expand_preset
+    from umup_repro.sweeps.presets import load_preset
 
     assert main(Namespace(preset="smoke", sweep=None, list=False, utilisation=None)) == 0
     out = capsys.readouterr().out

@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from umup_repro import safe_yaml
-from umup_repro.aggregate import aggregate_sweep
-from umup_repro.aggregate import main as aggregate_main
+from umup_repro.core import safe_yaml
+from umup_repro.results.aggregate import aggregate_sweep
+from umup_repro.results.aggregate import main as aggregate_main
 from umup_repro.cli import main as cli_main
-from umup_repro.config import ConfigError, config_hash, config_to_dict, resolve_config
-from umup_repro.grid import PresetError, expand_sweep, load_preset, preset_path
-from umup_repro.verify import ReadBackError, check_tables, read_summary
+from umup_repro.core.config import ConfigError, config_hash, config_to_dict, resolve_config
+from umup_repro.sweeps.grid import expand_sweep
+from umup_repro.sweeps.presets import PresetError, load_preset, preset_path
+from umup_repro.training.run_format import ReadBackError, check_tables, read_summary
 
 from run_folders import write_run_folder
 
@@ -359,8 +360,8 @@ class _Args:
 
 
 def test_preset_figure_names_are_the_registrys():
-    from umup_repro.figures.registry import FIGURES
-    from umup_repro.preset_checks import FIGURE_NAMES
+    from umup_repro.figures.plot import FIGURES
+    from umup_repro.sweeps.preset_checks import FIGURE_NAMES
 
     assert set(FIGURE_NAMES) == set(FIGURES)
 
@@ -373,7 +374,7 @@ def test_config_error_messages_name_the_field_directly():
 def test_out_of_memory_is_a_named_error(capsys, cfg, tmp_path, monkeypatch):
     """Shapes within the bounds that still do not fit: exit 2 naming what to lower (the allocation
     failure is simulated; a real one takes the machine's memory)."""
-    import umup_repro.train as train
+    import umup_repro.training.train as train
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1099511627776 bytes")

@@ -4,10 +4,10 @@ and with TensorBoard installed the metrics.csv rows reach its event file."""
 import numpy as np
 import pytest
 
-from umup_repro.config import resolve_config
-from umup_repro.loggers import LoggerError, chosen
-from umup_repro.run_folder import CellError
-from umup_repro.train import run_cell
+from umup_repro.core.config import resolve_config
+from umup_repro.training.loggers import LoggerError, chosen
+from umup_repro.training.run_format import CellError
+from umup_repro.training.train import run_cell
 
 VOCAB = 128
 

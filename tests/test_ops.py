@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from umup_repro import ops
+from umup_repro.model import ops
 
 
 def rms(t):

@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from umup_repro.config import resolve_config
-from umup_repro.model import Embedding, Linear, build_model
-from umup_repro.optim import build_optimizer
-from umup_repro.parametrization import residual_weights, umup_taus
+from umup_repro.core.config import resolve_config
+from umup_repro.model.decoder import Embedding, Linear, build_model
+from umup_repro.model.optim import build_optimizer
+from umup_repro.model.parametrization import residual_weights, umup_taus
 
 ETA = 0.3
 WIDTH, DEPTH, VOCAB, FFN = 512, 4, 1024, 2048

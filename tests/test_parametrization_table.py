@@ -1,7 +1,7 @@
 """parametrization.csv of a u-μP and a μP run equals the abc-table of docs/paper.md, tensor by tensor.
 
 The expected values are the table's formulas written out here (independently of
-umup_repro/parametrization.py); the runs are real `run_cell` runs of 2 steps on random tokens.
+umup_repro/model/parametrization.py); the runs are real `run_cell` runs of 2 steps on random tokens.
 """
 
 import math
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from umup_repro.config import resolve_config
-from umup_repro.train import run_cell
+from umup_repro.core.config import resolve_config
+from umup_repro.training.train import run_cell
 
 ETA, WIDTH, DEPTH, VOCAB, FFN_RATIO = 0.25, 64, 2, 256, 4.0
 MUP_HP = {"sigma_init": 0.1, "alpha_emb": 2.0, "eta_emb": 3.0, "alpha_out": 0.5, "base_width": 32, "base_depth": 1}

@@ -2,7 +2,7 @@
 
 Op by op on identical float64 inputs, forward values and backward gradients: the matmuls,
 embedding, residual split/add and cross-entropy are the same functions with the same scales
-(to rounding). Two scales are our own derivations and differ on purpose (umup_repro/ops.py):
+(to rounding). Two scales are our own derivations and differ on purpose (umup_repro/model/ops.py):
 - SwiGLU: ours is the exact Gaussian moment (Gauss-Hermite), theirs a fitted interpolation; the
   fit is 0.1–0.6% off at α_ffn-act ∈ [1/4, 4];
 - causal attention: ours is a Monte-Carlo fit of the output moment, theirs √(ln S / S) at
@@ -30,11 +30,11 @@ import unit_scaling as uu
 import unit_scaling.functional as U
 from unit_scaling.core.functional import transformer_residual_scaling_rule
 
-from umup_repro import ops
-from umup_repro.config import resolve_config
-from umup_repro.model import build_model
-from umup_repro.optim import build_optimizer
-from umup_repro.parametrization import residual_weights, umup_taus
+from umup_repro.model import ops
+from umup_repro.core.config import resolve_config
+from umup_repro.model.decoder import build_model
+from umup_repro.model.optim import build_optimizer
+from umup_repro.model.parametrization import residual_weights, umup_taus
 
 EXACT = dict(rtol=1e-10, atol=1e-12)  # same float64 arithmetic, different op order
 

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from umup_repro import code_fingerprint as cf
-from umup_repro.aggregate import MixedCodeError, aggregate_sweep
-from umup_repro.grid import expand_sweep
+from umup_repro.training import code_fingerprint as cf
+from umup_repro.results.aggregate import MixedCodeError, aggregate_sweep
+from umup_repro.sweeps.grid import expand_sweep
 
 from run_folders import write_run_folder
 
@@ -20,14 +20,14 @@ def test_every_listed_module_exists_and_the_fingerprint_follows_their_source(tmp
     monkeypatch.setattr(cf, "PACKAGE", copy)
     cf.code_fingerprint.cache_clear()
     assert cf.code_fingerprint() == before  # same source, same fingerprint
-    (copy / "figures" / "registry.py").write_text("# a figure change cannot move a number\n")
+    (copy / "figures" / "plot.py").write_text("# a figure change cannot move a number\n")
     cf.code_fingerprint.cache_clear()
     assert cf.code_fingerprint() == before
-    with (copy / "model.py").open("a") as f:
+    with (copy / "model" / "decoder.py").open("a") as f:
         f.write("\n# a model change\n")
     cf.code_fingerprint.cache_clear()
     assert cf.code_fingerprint() != before
-    (copy / "ops.py").unlink()
+    (copy / "model" / "ops.py").unlink()
     cf.code_fingerprint.cache_clear()
     with pytest.raises(cf.MissingModuleError, match="ops.py"):
         cf.code_fingerprint()
@@ -74,7 +74,7 @@ def test_peak_flops_follow_the_precision(monkeypatch):
     No GPU needed: the device name is what both tables key on."""
     import torch
 
-    from umup_repro.provenance import peak_flops
+    from umup_repro.training.provenance import peak_flops
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr("lightning.fabric.accelerators.cuda._is_ampere_or_later", lambda *a: True)

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from workflow_run import job_counts, workflow_copy
-from umup_repro import grid
-from umup_repro.replicates import optimum_share
-from umup_repro.staged import choose
-from umup_repro.transfer_error import pair_rows, transfer_error
+from umup_repro.sweeps import grid
+from umup_repro.results.replicates import optimum_share
+from umup_repro.sweeps.search_stage import choose
+from umup_repro.results.transfer_error import pair_rows, transfer_error
 
 # --------------------------------------------------------------------------------------------
 # transfer error (paper Algorithm 1)
@@ -121,7 +121,7 @@ loss = 3.0 + 0.1 * math.log2(lr) ** 2 + 0.1 * (math.log2(hp["alpha_res"]) - 1) *
     + 0.1 * (math.log2(hp["alpha_attn_softmax"]) + 2) ** 2 + 0.001 * cfg["train"]["seed"]
 diverged = lr > 2.0
 os.makedirs(out, exist_ok=True)
-from umup_repro.config import config_hash, flatten_config, resolve_config
+from umup_repro.core.config import config_hash, flatten_config, resolve_config
 resolved = resolve_config(cfg)
 from run_folders import write_run_folder  # tests/ is on PYTHONPATH (fixture `synthetic`)
 # with the flattened config, as a real summary carries it
@@ -189,7 +189,7 @@ def test_staged_search_dag_grows_stage_by_stage(synthetic):
 
 
 def test_transfer_summary_averages_seed_replicates_and_reports_how_sure_the_optimum_is():
-    from umup_repro.aggregate import transfer_summary
+    from umup_repro.results.aggregate import transfer_summary
 
     rows = []
     for width in (32, 64):

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from umup_repro.slurm_status import LOST, JobStates
+from umup_repro.slurm.status import LOST, JobStates
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_without_the_fallback_the_jobs_fail_naming_sacct(fake_slurm):
 
 
 def test_site_setup_lines_reach_the_sbatch_script():
-    from umup_repro import slurm
+    from umup_repro.slurm import submit as slurm
 
     params = slurm.submitit_parameters({"runtime": 5}, job_name="x",
                                        setup=["module load cuda/12.4", "source /opt/venv/bin/activate"])

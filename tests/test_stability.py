@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from umup_repro.aggregate import transfer_summary
-from umup_repro.config import ConfigError, flatten_config, resolve_config
+from umup_repro.results.aggregate import transfer_summary
+from umup_repro.core.config import ConfigError, flatten_config, resolve_config
 from umup_repro.figures.stability_fixes import stability_fixes
-from umup_repro.figures.tables import prepare
-from umup_repro.lightning_module import StepBatches
-from umup_repro.model import build_model, count_parameters
-from umup_repro.optim import build_optimizer
-from umup_repro.stability import setting_of
+from umup_repro.results.tables import prepare
+from umup_repro.training.lightning_module import StepBatches
+from umup_repro.model.decoder import build_model, count_parameters
+from umup_repro.model.optim import build_optimizer
+from umup_repro.results.stability import setting_of
 
 WIDTH, DEPTH = 64, 2
 SMALL = {"model": {"width": WIDTH, "depth": DEPTH, "head_dim": 16, "seq_len": 16, "vocab_size": 128}}

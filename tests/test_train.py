@@ -1,4 +1,4 @@
-"""One cell, one Lightning run (umup_repro.train, lightning_module, run_folder): run folder contract,
+"""One cell, one Lightning run (umup_repro.training.train, lightning_module, run_folder): run folder contract,
 determinism, kill/resume, signals, divergence, bad configs, reruns.
 
 Runs go through the real command (`python -m umup_repro.cli train`) in subprocesses with one
@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from umup_repro.config import config_hash, config_to_dict, resolve_config
-from umup_repro.optim import lr_multiplier
-from umup_repro.run_folder import METRICS_COLUMNS, RMS_COLUMNS
-from umup_repro.train import _progress_mode
+from umup_repro.core.config import config_hash, config_to_dict, resolve_config
+from umup_repro.model.optim import lr_multiplier
+from umup_repro.training.run_format import METRICS_COLUMNS, RMS_COLUMNS
+from umup_repro.training.train import _progress_mode
 
 STEPS, EVERY, BATCH, SEQ = 60, 10, 4, 64
 TINY = {
@@ -115,7 +115,7 @@ def test_run_folder_matches_the_contract(reference):
     # every EVERY steps, and the last step: end-of-training RMS (rms_end) is always measured
     assert sorted(rms["step"].unique()) == sorted(set(range(0, STEPS, EVERY)) | {STEPS - 1})
     assert rms["rms"].notna().all() and (rms["rms"] > 0).all()
-    from umup_repro.model import build_model
+    from umup_repro.model.decoder import build_model
 
     params = {name for name, _ in build_model(config).named_parameters()}
     for kind in ("weight", "grad"):

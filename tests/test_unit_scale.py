@@ -32,9 +32,9 @@ import numpy as np
 import pytest
 import torch
 
-from umup_repro.config import resolve_config
-from umup_repro.model import build_model
-from umup_repro.rms import record_activations, rms_rows
+from umup_repro.core.config import resolve_config
+from umup_repro.model.decoder import build_model
+from umup_repro.model.rms import record_activations, rms_rows
 
 WIDTHS = (64, 128, 256, 512, 1024)
 SEEDS = (0, 1, 2)

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from umup_repro.grid import expand_preset, load_preset
-from umup_repro.staged import load_decisions
+from umup_repro.sweeps.grid import expand_preset
+from umup_repro.sweeps.presets import load_preset
+from umup_repro.sweeps.search_stage import load_decisions
 from workflow_run import job_counts, snakemake, workflow_copy
 
 
@@ -70,7 +71,7 @@ def test_smoke_builds_every_figure_and_table(smoke):
     assert summary["best_loss"].notna().all()
     # the scorecard: every claim has a verdict; smoke has every claim's inputs (its sweeps include
     # the pair grids and the three stability settings), so none is `not measured`
-    from umup_repro.claims import CLAIMS
+    from umup_repro.results.claims import CLAIMS
 
     card = pd.read_csv(root / "results" / "tables" / "claims.csv")
     assert list(card["claim"]) == [c[0] for c in CLAIMS]

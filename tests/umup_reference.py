@@ -7,7 +7,7 @@ reports. `per_tensor_cosines` compares the model's own (unit-scaled) parameter g
 a unit-scaled op may multiply a tensor's gradient by a constant (Adam ignores that), never turn
 it, so every cosine must be 1.
 
-Scales are looked up in `umup_repro.ops` at call time (`ops.attention_scale`, `ops.swiglu_scales`),
+Scales are looked up in `umup_repro.model.ops` at call time (`ops.attention_scale`, `ops.swiglu_scales`),
 so a script can point this oracle at another version of the ops by patching those two names.
 """
 
@@ -18,8 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from umup_repro import ops
-from umup_repro.model import Decoder, rms_norm
+from umup_repro.model import ops
+from umup_repro.model.decoder import Decoder, rms_norm
 
 
 def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -13,19 +13,19 @@ def _coord_check(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from umup_repro.train import main as train_main
+    from umup_repro.training.train import main as train_main
 
     return train_main(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from umup_repro.bench import main as bench_main
+    from umup_repro.bench.bench import main as bench_main
 
     return bench_main(args)
 
 
 def _bench_data(args: argparse.Namespace) -> int:
-    from umup_repro.bench_data import main as bench_data_main
+    from umup_repro.bench.bench_data import main as bench_data_main
 
     return bench_data_main(args)
 
@@ -42,25 +42,25 @@ def _analysis(args: argparse.Namespace) -> int:
 
 
 def _cells(args: argparse.Namespace) -> int:
-    from umup_repro.cells_report import main as cells_main
+    from umup_repro.sweeps.cells import main as cells_main
 
     return cells_main(args)
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from umup_repro.aggregate import main as aggregate_main
+    from umup_repro.results.aggregate import main as aggregate_main
 
     return aggregate_main(args)
 
 
 def _search_stage(args: argparse.Namespace) -> int:
-    from umup_repro.staged import main as search_stage_main
+    from umup_repro.sweeps.search_stage import main as search_stage_main
 
     return search_stage_main(args)
 
 
 def _transfer_error(args: argparse.Namespace) -> int:
-    from umup_repro.transfer_error import main as transfer_error_main
+    from umup_repro.results.transfer_error import main as transfer_error_main
 
     return transfer_error_main(args)
 
@@ -72,13 +72,13 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _claims(args: argparse.Namespace) -> int:
-    from umup_repro.scorecard import main as claims_main
+    from umup_repro.figures.claims import main as claims_main
 
     return claims_main(args)
 
 
 def _bench_dag(args: argparse.Namespace) -> int:
-    from umup_repro.bench_dag import main as bench_dag_main
+    from umup_repro.bench.bench_dag import main as bench_dag_main
 
     return bench_dag_main(args)
 
@@ -95,11 +95,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _figure_names() -> list[str]:
-    """The figure names `plot` knows (umup_repro/figures/registry.py), without loading matplotlib."""
+    """The figure names `plot` knows (umup_repro/figures/plot.py), without loading matplotlib."""
     import ast
     from pathlib import Path
 
-    tree = ast.parse((Path(__file__).parent / "figures" / "registry.py").read_text(encoding="utf-8"))
+    tree = ast.parse((Path(__file__).parent / "figures" / "plot.py").read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         targets = [getattr(node, "target", None)] + list(getattr(node, "targets", []))
         if any(getattr(t, "id", None) == "FIGURES" for t in targets) and isinstance(node.value, ast.Dict):

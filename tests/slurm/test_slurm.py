@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from umup_repro import grid, slurm
+from umup_repro.sweeps import budget
+from umup_repro.sweeps import grid
+from umup_repro.slurm import submit as slurm
 from workflow_run import executed_jobs, workflow_copy
 from workflow_run import snakemake as run_workflow
 
@@ -343,7 +345,7 @@ def test_cell_resources_gpus_and_flops_scaled_time_limits_reach_sbatch(cluster_e
             assert not any(line.startswith(("#SBATCH --gpus", "#SBATCH --gres")) for line in lines), \
                 script.read_text()
         else:
-            limits[c.config.train.steps] = grid.runtime_minutes(c, preset["compute"])
+            limits[c.config.train.steps] = budget.runtime_minutes(c, preset["compute"])
             expected = ["#SBATCH --gpus-per-node=1", "#SBATCH --mem=1500M", "#SBATCH --cpus-per-task=1",
                         f"#SBATCH --time={limits[c.config.train.steps]}"]
         expected += ["#SBATCH --partition=debug", "#SBATCH --account=ci_acct", "#SBATCH --qos=ci_qos",

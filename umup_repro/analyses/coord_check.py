@@ -13,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from umup_repro.analyses._common import loglog_slope, save_figure, write_table
-from umup_repro.config import resolve_config
-from umup_repro.model import build_model
-from umup_repro.optim import build_optimizer
-from umup_repro.rms import grad_rms, record_activations, rms
+from umup_repro.results.tables import width_slopes
+from umup_repro.core.atomic import write_table
+from umup_repro.figures.style import save_figure
+from umup_repro.core.config import resolve_config
+from umup_repro.model.decoder import build_model
+from umup_repro.model.optim import build_optimizer
+from umup_repro.model.rms import grad_rms, record_activations, rms
 
 # Constant LRs for the check. μP at the paper's default 2^-8; u-μP at 2^-1 (its tuned 2^1 on one
 # memorised batch gives the block-0 attention output a finite-width slope of -0.23 over 64…1024,
@@ -86,17 +88,6 @@ def run_coord_check(
     return pd.DataFrame(rows, columns=["parametrization", "width", "step", "tensor", "kind", "rms"])
 
 
-def width_slopes(table: pd.DataFrame, kind: str = "activation") -> pd.DataFrame:
-    """Least-squares slope of log2(rms) against log2(width), per step and tensor."""
-    sel = table[table["kind"] == kind]
-    out = []
-    for (step, tensor), g in sel.groupby(["step", "tensor"]):
-        slope = loglog_slope(g["width"], g["rms"])
-        spread = g["rms"].max() / g["rms"].min() - 1
-        out.append({"step": step, "tensor": tensor, "slope": slope, "spread": spread})
-    return pd.DataFrame(out)
-
-
 def tensor_type(name: str) -> str:
     """`blocks.3.attn.q_proj` → `attn.q_proj`: what the figure colours by."""
     parts = name.split(".")
@@ -146,4 +137,4 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["run_coord_check", "width_slopes", "plot_coord_check", "main"]
+__all__ = ["run_coord_check", "plot_coord_check", "main"]

@@ -30,14 +30,10 @@ import os
 import numpy as np
 import pandas as pd
 
-from umup_repro.analyses._common import (
-    loglog_slope,
-    new_figure,
-    reject_options,
-    save_figure,
-    sibling,
-    write_table,
-)
+from umup_repro.analyses._common import reject_options, sibling
+from umup_repro.core.atomic import write_table
+from umup_repro.figures.style import new_figure, save_figure
+from umup_repro.results.tables import loglog_slope
 
 DIMS = tuple(2**k for k in range(6, 15))
 WEIGHT_LR = {"full_alignment": -1.0, "no_alignment": -0.5}  # η_W = d^exponent

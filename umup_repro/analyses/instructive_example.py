@@ -33,14 +33,10 @@ import os
 import numpy as np
 import pandas as pd
 
-from umup_repro.analyses._common import (
-    loglog_slope,
-    new_figure,
-    reject_options,
-    save_figure,
-    sibling,
-    write_table,
-)
+from umup_repro.analyses._common import reject_options, sibling
+from umup_repro.core.atomic import write_table
+from umup_repro.figures.style import new_figure, save_figure
+from umup_repro.results.tables import loglog_slope
 
 WIDTHS = tuple(2**k for k in range(6, 21))
 SEEDS = 8

@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from umup_repro.analyses._common import reject_options, sibling, write_table
+from umup_repro.analyses._common import reject_options, sibling
+from umup_repro.core.atomic import write_table
 
 N = 100
 RANK_R = 100
@@ -348,9 +349,9 @@ def run(table_path, figure_path, plateau_table_path=None, alignment_table_path=N
         write_table(plateaus, plateau_table_path)
     if alignment_table_path is not None:
         write_table(alignment, alignment_table_path)
-    plot(curves, figure_path, plateaus)
+    plot(curves, figure_path, plateaus, n=N, alignment_rank=ALIGNMENT_RANK)
     if alignment_figure_path is not None:
-        plot_alignment(alignment, alignment_figure_path)
+        plot_alignment(alignment, alignment_figure_path, n=N, alignment_rank=ALIGNMENT_RANK)
     return curves, plateaus, alignment
 
 

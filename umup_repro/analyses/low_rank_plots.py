@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from umup_repro.analyses._common import new_figure, save_figure
-from umup_repro.analyses.low_rank import ALIGNMENT_RANK, N
+from umup_repro.figures.style import new_figure, save_figure
 
 
 def _setting_label(loss: str, ce_scale: float) -> str:
@@ -37,12 +36,12 @@ def _panel(ax, curves, hue, hue_values, title, legend_title):
     ax.set_xlabel("step")
 
 
-def plot(curves: pd.DataFrame, figure_path, plateaus: pd.DataFrame | None = None):
+def plot(curves: pd.DataFrame, figure_path, plateaus: pd.DataFrame | None = None, *, n: int, alignment_rank: int):
     """Loss curves: top, λ = 0 per loss setting (rows) and optimiser (columns), hue = rank;
-    bottom, MSE at rank `ALIGNMENT_RANK` per optimiser, hue = λ. Median and 10–90% seed band."""
+    bottom, MSE at rank `alignment_rank` per optimiser, hue = λ. Median and 10–90% seed band."""
     fig = new_figure(figsize=(11, 13))
     top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.15])
-    settings = [(l, s) for l, s in (("mse", 1.0), ("ce", 1.0), ("ce", float(N)))
+    settings = [(l, s) for l, s in (("mse", 1.0), ("ce", 1.0), ("ce", float(n)))
                 if ((curves["loss"] == l) & (curves["ce_scale"] == s)).any()]
     opts = ["sgd", "adam"]
     axes = top.subplots(len(settings), len(opts), squeeze=False)
@@ -57,7 +56,7 @@ def plot(curves: pd.DataFrame, figure_path, plateaus: pd.DataFrame | None = None
             axes[i, j].set_ylabel("excess loss / initial")
     top.suptitle("Learning a rank-k 100×100 matrix with Z = X Yᵀ (r = 100, init σ 1e-3): "
                  "median and 10–90% band over 10 seeds", fontsize=10)
-    mse = curves[(curves["loss"] == "mse") & (curves["rank"] == ALIGNMENT_RANK)]
+    mse = curves[(curves["loss"] == "mse") & (curves["rank"] == alignment_rank)]
     wds = sorted(mse["weight_decay"].unique())
     opts = [o for o in ("sgd", "adam", "adamw") if (mse["optimizer"] == o).any()]
     if opts:
@@ -67,20 +66,20 @@ def plot(curves: pd.DataFrame, figure_path, plateaus: pd.DataFrame | None = None
             kind = {"sgd": "L2 in the gradient", "adam": "L2 in the gradient",
                     "adamw": "decoupled"}[opt]
             _panel(ax, c, "weight_decay", wds,
-                   f"MSE, rank {ALIGNMENT_RANK}, {_OPT[opt]}: weight decay ({kind})", "λ")
+                   f"MSE, rank {alignment_rank}, {_OPT[opt]}: weight decay ({kind})", "λ")
         axes[0].set_ylabel("excess loss / initial")
         bottom.suptitle("Weight decay and the initial plateau (dotted: half the initial "
                         "excess, the plateau's end)", fontsize=10)
     return save_figure(fig, figure_path)
 
 
-def plot_alignment(alignment: pd.DataFrame, figure_path):
+def plot_alignment(alignment: pd.DataFrame, figure_path, *, n: int, alignment_rank: int):
     """Overlap |⟨u_j, a_i⟩|² of learned direction j with target direction i over time (seed 0,
-    rank `ALIGNMENT_RANK`, λ = 0), one panel per loss setting and optimiser; the singular values
+    rank `alignment_rank`, λ = 0), one panel per loss setting and optimiser; the singular values
     of Z on the right axis."""
     keys = alignment[["loss", "ce_scale", "optimizer"]].drop_duplicates()
     keys = keys[keys["optimizer"] != "adamw"]
-    settings = [(l, s) for l, s in (("mse", 1.0), ("ce", 1.0), ("ce", float(N)))
+    settings = [(l, s) for l, s in (("mse", 1.0), ("ce", 1.0), ("ce", float(n)))
                 if ((keys["loss"] == l) & (keys["ce_scale"] == s)).any()]
     opts = [o for o in ("sgd", "adam") if (keys["optimizer"] == o).any()]
     fig = new_figure(figsize=(11, 3.2 * len(settings)))
@@ -111,6 +110,6 @@ def plot_alignment(alignment: pd.DataFrame, figure_path):
             ax.legend(h1 + h2, l1 + l2, fontsize=6.5, loc="center left")
     for ax in axes[-1]:
         ax.set_xlabel("step")
-    fig.suptitle(f"Rank-{ALIGNMENT_RANK} target, seed 0: overlap of the top learned directions "
+    fig.suptitle(f"Rank-{alignment_rank} target, seed 0: overlap of the top learned directions "
                  "(left singular vectors u_j of Z) with the target directions a_i", fontsize=10)
     return save_figure(fig, figure_path)

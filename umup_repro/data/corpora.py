@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from umup_repro.config import DataConfig
+from umup_repro.core.config import DataConfig
 
 SPLITS = ("train", "validation")
 

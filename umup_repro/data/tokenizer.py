@@ -12,8 +12,8 @@ from typing import Any, Iterable, Iterator
 
 from tokenizers import Tokenizer
 
-from umup_repro.atomic import write_text
-from umup_repro.config import RunConfig
+from umup_repro.core.atomic import write_text
+from umup_repro.core.config import RunConfig
 from umup_repro.data.cache import BUILD_COUNTS, FORMAT_VERSION, build_once, cache_dir, cache_key, say
 from umup_repro.data.corpora import DataUnavailableError, corpus_identity, documents
 

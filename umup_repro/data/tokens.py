@@ -14,8 +14,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from umup_repro.atomic import atomic_path, write_text
-from umup_repro.config import RunConfig
+from umup_repro.core.atomic import atomic_path, write_text
+from umup_repro.core.config import RunConfig
 from umup_repro.data.cache import BUILD_COUNTS, FORMAT_VERSION, build_once, cache_dir, cache_key, say
 from umup_repro.data.corpora import SPLITS, DataUnavailableError, corpus_identity, documents
 from umup_repro.data.tokenizer import eot_id, get_tokenizer, tokenizer_identity

@@ -35,11 +35,11 @@ from umup_repro.figures.fp8 import fp8_training
 from umup_repro.figures.hyperparameters import hp_transfer
 from umup_repro.figures.lr_transfer import (TRANSFER_AXES, embedding_lr, transfer, transfer_batch, transfer_depth,
                                             transfer_steps, transfer_width)
-from umup_repro.figures.registry import FIGURES, main, plot, tables_needed
+from umup_repro.figures.plot import FIGURES, main, plot, tables_needed
 from umup_repro.figures.rms import rms_end, rms_init, rms_training
 from umup_repro.figures.search import search_curves, search_strategies, transfer_error
 from umup_repro.figures.stability_fixes import stability_fixes
-from umup_repro.figures.tables import load_coord_check, load_table, prepare, tensor_type
+from umup_repro.results.tables import load_coord_check, load_table, prepare, tensor_type
 
 __all__ = [
     "FIGURES",

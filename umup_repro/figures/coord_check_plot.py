@@ -7,14 +7,12 @@ import pandas as pd
 
 from umup_repro.figures.style import (label_edges, log2_xaxis, log2_yaxis, new_figure, ordered_variants,
                                       param_label, save_figure, type_colors, type_legend)
-from umup_repro.figures.tables import tensor_type
+from umup_repro.results.tables import tensor_type, width_slopes
 
 
 def coord_check(table: pd.DataFrame, out) -> pd.DataFrame:
     """TP-V coordinate check: activation RMS vs width after 0…S Adam steps, a row per
     parametrization, a column per step; returns the log-log slope per tensor and step."""
-    from umup_repro.analyses.coord_check import width_slopes
-
     acts = table[table["kind"] == "activation"].copy()
     acts["type"] = acts["tensor"].map(tensor_type)
     params = ordered_variants(acts["parametrization"])

@@ -9,7 +9,7 @@ from matplotlib import ticker
 
 from umup_repro.figures.style import (PARAM_COLOR, empty_panel, fmt_pow2, fmt_value, ordered_variants,
                                       panel_row, param_label, save_figure)
-from umup_repro.figures.tables import pick_cell
+from umup_repro.results.tables import pick_cell
 
 
 def fp8_training(metrics: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from umup_repro.figures.style import PARAM_COLOR, empty_panel, panel_row, param_label, save_figure
-from umup_repro.figures.tables import pick_cell
+from umup_repro.results.tables import pick_cell
 
 SIZE_KEYS = ["model.width", "model.depth"]
 

@@ -15,7 +15,7 @@ from matplotlib.patches import Patch
 from umup_repro.figures.style import (empty_panel, fmt_pow2, fmt_value, label_edges, log2_xaxis, log2_yaxis,
                                       mark_top, new_figure, ordered_variants, param_label, save_figure,
                                       type_colors, type_legend)
-from umup_repro.figures.tables import median_over_blocks, pick_cell, rms_long, tensor_group
+from umup_repro.results.tables import median_over_blocks, pick_cell, rms_long, tensor_group
 
 # FP8 normal ranges (smallest normal, largest finite): the bands of the RMS figures.
 E4M3_RANGE = (2.0**-6, 448.0)
@@ -135,7 +135,7 @@ def rms_end(rms: pd.DataFrame, df: pd.DataFrame, out, parametrization: str = "um
     """End-of-training RMS per tensor type vs LR, width, depth, steps and batch size (paper
     Fig. 14): u-μP cells pooled over the sweeps; along each axis the other axes sit at the base
     point (the most common value of each) and, off the LR axis, the LR nearest the default."""
-    from umup_repro.config import DEFAULT_LR
+    from umup_repro.core.config import DEFAULT_LR
 
     variants = ordered_variants(df["variant"])
     param = parametrization if parametrization in variants else (variants[0] if variants else parametrization)

@@ -1,7 +1,7 @@
 """Paper Fig. 2: μP's LR transfer across width in TP-V's setting, a standard Llama recipe and
 Llama with the two stability fixes (`stability_fixes`): loss vs LR, a line per width, a column
 per setting and a row per parametrization (μP, and u-μP alongside where the sweep has it),
-optima starred. The settings are read off each cell's config (`umup_repro.stability`)."""
+optima starred. The settings are read off each cell's config (`umup_repro.results.stability`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from umup_repro.figures.loss_lines import loss_panel, loss_ylim, records
 from umup_repro.figures.style import (MARK_LEGEND, bottom_legend, empty_panel, label_edges, new_figure,
                                       ordered_variants, param_label, save_figure)
-from umup_repro.stability import SETTING_LABELS, SETTINGS, with_setting
+from umup_repro.results.stability import SETTING_LABELS, SETTINGS, with_setting
 
 
 def stability_fixes(df: pd.DataFrame, out) -> pd.DataFrame:

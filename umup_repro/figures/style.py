@@ -1,21 +1,47 @@
 """The figures' shared look: names and colours of the parametrizations, HP labels, log2 axes,
 the markers for diverged and off-scale points, legends and empty panels.
 
-Figures are drawn without pyplot and saved (PDF + PNG, atomically) by `analyses._common`'s
-`new_figure` / `save_figure`, re-exported here so each figure module imports its style from one place.
+Figures are drawn without pyplot (`new_figure`) and saved as PDF + PNG, atomically (`save_figure`);
+the notes' analyses use the same two.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
+import seaborn as sns
 from matplotlib import ticker
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from umup_repro.analyses._common import new_figure, save_figure
+from umup_repro.core.atomic import atomic_call
+
+
+def set_style() -> None:
+    """One look for every analysis figure (seaborn's paper context on a white grid)."""
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
+
+
+def new_figure(**kwargs) -> Figure:
+    """A figure that needs no pyplot (hence no GUI backend): safe in jobs and threads."""
+    set_style()
+    return Figure(constrained_layout=True, **kwargs)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> tuple[Path, Path]:
+    """Save `fig` as `path` (PDF) and the PNG next to it, both atomically."""
+    path = Path(path)
+    png = path.with_suffix(".png")
+    # tight bounding box: legends placed outside the axes (seaborn's) are kept, not clipped
+    atomic_call(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "pdf", bbox_inches="tight"))
+    atomic_call(png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    return path, png
+
 
 PARAM_ORDER = ("sp", "mup", "mup_fp8", "mup_fp8_all", "umup", "umup_fp8", "umup_fp8_all")
 PARAM_LABEL = {"sp": "SP", "sp_fp8": "SP FP8", "mup": "μP", "mup_fp8": "μP FP8", "umup": "u-μP",

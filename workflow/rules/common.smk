@@ -2,6 +2,8 @@
 # They read the globals the Snakefile and the rule files define (CELLS, HOME, COORD_CHECK, ...)
 # when called, so this file is included first.
 
+from umup_repro.sweeps import budget, search_stage
+
 
 def cell_of(wildcards):
     try:
@@ -24,7 +26,7 @@ def cell_resources(key, default=None):
         if HOME.get(wildcards.cell, wildcards.sweep) != wildcards.sweep and key in COPY_RESOURCES:
             return COPY_RESOURCES[key]
         if key == "runtime" and "runtime" not in cell.resources:
-            return grid.runtime_minutes(cell, config.get("compute"))
+            return budget.runtime_minutes(cell, config.get("compute"))
         return cell.resources.get(key, default)
     return get
 
@@ -64,7 +66,7 @@ def decided_cells(sweep):
     """{id: cell} of a sweep given the stage decisions on disk (a static sweep: its cells)."""
     if sweep not in STAGED_SWEEPS:
         return CELLS.get(sweep, {})
-    decisions = staged.load_decisions(staged.SEARCH_DIR, sweep)
+    decisions = search_stage.load_decisions(search_stage.SEARCH_DIR, sweep)
     key = (sweep, repr(decisions))
     if key not in _DECIDED:
         cells = grid.expand_sweep(sweep, config["sweeps"][sweep], config.get("defaults", {}),

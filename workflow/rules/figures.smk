@@ -4,7 +4,7 @@
 # A figure whose sweeps are not all in the preset is skipped. `coord_check` reads no sweep: its
 # tables come from `umup-repro coord-check` (one job per parametrization, CPU-sized settings).
 #
-# Every figure rule runs `umup-repro plot NAME` (umup_repro/figures/registry.py) and writes
+# Every figure rule runs `umup-repro plot NAME` (umup_repro/figures/plot.py) and writes
 # figures/NAME.{pdf,png} plus what it plotted, results/tables/figures/NAME.csv.
 
 # Tables a figure reads besides <sweep>.csv (kept equal to umup_repro.figures.FIGURES, which a test

@@ -1,13 +1,12 @@
-# Staged searches (umup_repro/staged.py) and pairwise transfer error (umup_repro/transfer_error.py).
+# Staged searches (umup_repro/sweeps/search_stage.py) and pairwise transfer error (umup_repro/results/transfer_error.py).
 #
 # A staged sweep's later stages depend on results: the checkpoint `search_stage` decides stage
 # `lr` from its runs (results/search/<sweep>/lr.json), which adds stage `hp`'s cells to the DAG;
 # deciding stage `hp` adds the `combined` run. `snakemake -n` before any run shows stage `lr`
 # only. Cell ids stay hashes of resolved configs: a later-stage cell is an ordinary train_cell job.
 
-from umup_repro import staged
 
-STAGED_SWEEPS = [s for s in CELLS if staged.is_staged(config["sweeps"][s])]
+STAGED_SWEEPS = [s for s in CELLS if search_stage.is_staged(config["sweeps"][s])]
 PAIR_SWEEPS = [s for s in CELLS if config["sweeps"][s].get("pairs")]
 _DECIDED = {}
 

@@ -5,7 +5,7 @@
 # cell (distributed.nodes × devices > 1) asks for that many tasks; inside a SLURM job `srun`
 # starts one rank per device, elsewhere Lightning's launcher starts them.
 
-from umup_repro.distributed import srun_prefix
+from umup_repro.training.distributed import srun_prefix
 
 wildcard_constraints:
     sweep="|".join(CELLS) or "NO_SWEEPS",

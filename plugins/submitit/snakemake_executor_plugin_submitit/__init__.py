@@ -3,10 +3,10 @@ submitted through submitit (`snakemake --executor submitit`, or `--profile slurm
 
 One process, the Snakemake driver, owns all job state: Snakemake's retries, `--keep-going`,
 groups and `--jobs` work as with any executor. Each job runs Snakemake's own job command
-(`python -m snakemake --mode remote --target-jobs ...`) inside `umup_repro.slurm.ShellCommand`, a
+(`python -m snakemake --mode remote --target-jobs ...`) inside `umup_repro.slurm.submit.ShellCommand`, a
 submitit Checkpointable: on preemption or the time limit it stops the command gracefully (the
 trainer checkpoints) and submitit requeues the job, which resumes from the checkpoint. Status is
-polled with one `sacct` call per interval for every job in flight (`umup_repro.slurm_status`);
+polled with one `sacct` call per interval for every job in flight (`umup_repro.slurm.status`);
 when `sacct` fails `status-retries` times in a row the plugin asks `squeue`/`scontrol` instead,
 and a job nobody can account for fails with a message naming `sacct`: the driver never waits
 forever on a broken accounting database.
@@ -30,8 +30,8 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 try:
-    from umup_repro import slurm
-    from umup_repro.slurm_status import LOST, JobStates
+    from umup_repro.slurm import submit as slurm
+    from umup_repro.slurm.status import LOST, JobStates
 except ModuleNotFoundError as err:  # not a declared dependency (see pyproject.toml): say what to install
     raise ImportError("the submitit executor plugin needs umup-repro: `pip install -e . ./plugins/submitit` "
                       "from the umup-repro checkout") from err

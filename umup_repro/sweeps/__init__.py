@@ -1,0 +1,6 @@
+"""Presets to cells: loading and checking a preset (`presets`, `preset_checks`), expanding its
+sweeps into cells (`grid`), their compute budget (`budget`) and the `umup-repro cells` report
+(`cells`), and the staged search's stage decisions (`search_stage`).
+
+May import: `umup_repro.core`, `umup_repro.model` (torch-free parts only).
+"""

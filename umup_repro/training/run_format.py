@@ -1,0 +1,98 @@
+"""The run folder's format (its files, the columns of metrics.csv and rms.csv, the checkpoint's
+place and our key in it) and the checks of what is read back from it, before anything trusts it.
+
+A file can be damaged after it was written whole (a disk error, a user's edit, a copy cut short,
+a file deleted by hand), so a reader verifies before use: a summary must parse and belong to the
+folder's cell (`cell` and `config_hash`), metrics.csv must hold one row per step the summary says
+was run, rms.csv must exist, and a checkpoint must load and belong to the cell. Each failure is a
+`ReadBackError` whose message names the file and the fix. torch is imported only to check a
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+METRICS_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "lr")
+RMS_COLUMNS = ("step", "tensor", "kind", "rms")
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class CellError(RuntimeError):
+    """A cell that cannot start: its data is missing, or its run folder holds another config.
+    Raised before anything is trained or written; the message says what to fix."""
+
+
+class RunFolderError(CellError):
+    """The run folder holds another config (or something that is not a run)."""
+
+
+STATE_KEY = "umup_repro"  # our entry in the Lightning checkpoint
+RUN_FILES = {"config.yaml", "metrics.csv", "rms.csv", "summary.json", ".lock", CHECKPOINT.parts[0]}
+
+
+class ReadBackError(ValueError):
+    """A run folder's file that is unreadable, incomplete or another cell's."""
+
+
+
+def read_summary(path: Path, cell: str) -> dict[str, Any]:
+    """summary.json of cell `cell`, checked: valid JSON, an object, its `cell` and `config_hash`
+    equal to the cell id, and the fields the tables need."""
+    fix = f"delete {path} (or its run folder) and rerun the cell"
+    try:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReadBackError(f"{path}: not a readable summary ({err}); {fix}") from None
+    if not isinstance(summary, dict):
+        raise ReadBackError(f"{path}: not a summary (a JSON {type(summary).__name__}, not an object); {fix}")
+    for key in ("cell", "config_hash"):
+        if summary.get(key) != cell:
+            raise ReadBackError(f"{path}: its {key} is {summary.get(key)!r}, not the folder's cell {cell}; {fix}")
+    steps = summary.get("steps_done")
+    if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
+            or not isinstance(summary.get("diverged"), bool)):
+        raise ReadBackError(f"{path}: steps_done or diverged missing or invalid; {fix}")
+    return summary
+
+
+def check_tables(folder: Path, summary: dict[str, Any]) -> None:
+    """metrics.csv has the header and exactly steps_done + 1 rows (steps 0 … steps_done); rms.csv
+    exists with its header and at least one row."""
+    folder = Path(folder)
+    fix = f"delete {folder / 'summary.json'} (or the run folder) and rerun the cell"
+    expected = {"metrics.csv": (METRICS_COLUMNS, summary["steps_done"] + 1), "rms.csv": (RMS_COLUMNS, None)}
+    for name, (columns, rows) in expected.items():
+        path = folder / name
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ReadBackError(f"{path}: missing or unreadable ({err.__class__.__name__}); {fix}") from None
+        if not lines or lines[0] != ",".join(columns):
+            raise ReadBackError(f"{path}: header is not {','.join(columns)}; {fix}")
+        found = len(lines) - 1
+        if rows is not None and found != rows:
+            raise ReadBackError(f"{path}: {found} rows, but the summary's steps_done = {summary['steps_done']}"
+                                f" needs {rows} (truncated?); {fix}")
+        if rows is None and found < 1:
+            raise ReadBackError(f"{path}: no rows; {fix}")
+
+
+def checkpoint_problem(path: Path, cell: str) -> Optional[str]:
+    """Why the checkpoint at `path` cannot be resumed from (None if it can): it must load and
+    hold our state for cell `cell`, the model weights and the optimizer state."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means "unusable"
+        return f"it does not load ({err.__class__.__name__}: {str(err)[:120]})"
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get(STATE_KEY), dict):
+        return "it is not a checkpoint of this tool"
+    if ckpt[STATE_KEY].get("config_hash") != cell:
+        return f"it belongs to cell {ckpt[STATE_KEY].get('config_hash')!r}, not {cell}"
+    if not ckpt.get("state_dict") or not ckpt.get("optimizer_states") or "loops" not in ckpt:
+        return "it lacks the model, optimizer or loop state"
+    return None
