@@ -26,7 +26,7 @@ import yaml
 
 from umup_repro.core.atomic import write_text
 from umup_repro.core.config import RunConfig, config_hash, config_to_dict, flatten_config, resolve_config
-from umup_repro.training.run_format import (CHECKPOINT, METRICS_COLUMNS, RMS_COLUMNS, RUN_FILES, ReadBackError,
+from umup_repro.training.run_format import (CHECKPOINT, METRICS_COLUMNS, RMS_COLUMNS, RUN_FILES, CellError, ReadBackError,
                                             RunFolderError, check_tables, read_summary)
 
 if TYPE_CHECKING:
