@@ -96,6 +96,8 @@ class RMSNorm(nn.Module):
 class Rotary(nn.Module):
     """Rotary position embedding (rotate-half form); a rotation, so it keeps unit scale."""
 
+    inv_freq: torch.Tensor  # a buffer (not a parameter), registered in __init__
+
     def __init__(self, d_head: int, base: float):
         super().__init__()
         inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
@@ -236,7 +238,7 @@ class Decoder(nn.Module):
         return {
             f"{name}.weight": module.rule.lr_factor
             for name, module in self.named_modules()
-            if isinstance(module, (Linear, Embedding)) or (isinstance(module, RMSNorm) and module.weight is not None)
+            if isinstance(module, (Linear, Embedding, RMSNorm)) and module.rule is not None
         }
 
 

@@ -19,18 +19,23 @@ Norm gains (`model.norm_gains`) are never decayed: decay would pull them toward 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from umup_repro.core.config import RunConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from umup_repro.model.decoder import Decoder
 
 
 def _is_norm_gain(name: str) -> bool:
     return name.endswith("_norm.weight")
 
 
-def parameter_groups(model: torch.nn.Module, config: RunConfig) -> list[dict]:
+def parameter_groups(model: Decoder, config: RunConfig) -> list[dict]:
     eta, lam, form = config.train.lr, config.train.weight_decay, config.train.weight_decay_form
+    assert eta is not None, "a resolved config (resolve_config fills train.lr)"
     params = dict(model.named_parameters())
     groups = []
     for name, factor in model.lr_factors().items():
@@ -40,7 +45,7 @@ def parameter_groups(model: torch.nn.Module, config: RunConfig) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Adam:
+def build_optimizer(model: Decoder, config: RunConfig) -> torch.optim.Adam:
     """AdamW for the `independent` and `decoupled` forms, Adam (decay as L2 in the gradient) for `coupled`."""
     t = config.train
     optimizer = torch.optim.Adam if t.weight_decay_form == "coupled" else torch.optim.AdamW

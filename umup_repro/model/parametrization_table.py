@@ -29,6 +29,8 @@ def _role(module: torch.nn.Module) -> str:
 
 def parametrization_rows(model: torch.nn.Module, config: RunConfig) -> list[dict]:
     """The rows of parametrization.csv for a freshly built model (measured std = the init draw)."""
+    eta = config.train.lr
+    assert eta is not None, "a resolved config (resolve_config fills train.lr)"
     rows = []
     for name, module in model.named_modules():
         if not isinstance(module, (Linear, Embedding)):
@@ -42,7 +44,7 @@ def parametrization_rows(model: torch.nn.Module, config: RunConfig) -> list[dict
             "init_std_measured": float(weight.float().std()),
             "multiplier": rule.multiplier,
             "lr_factor": rule.lr_factor,
-            "peak_lr": config.train.lr * rule.lr_factor if rule.trainable else 0.0,
+            "peak_lr": eta * rule.lr_factor if rule.trainable else 0.0,
             "trainable": rule.trainable,
         })
     return rows
