@@ -122,6 +122,15 @@ def test_the_link_checker_sees_a_broken_link_and_a_missing_heading():
     assert not OUTSIDE.search("docs/design.md and docs/paper.md")
 
 
+def test_every_docs_page_is_linked_from_the_readme():
+    """One link away: every docs/*.md page has a Markdown link in README.md."""
+    readme = without_code((ROOT / "README.md").read_text(encoding="utf-8"))
+    linked = {target.partition("#")[0] for target in LINK.findall(readme)}
+    pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))
+    assert pages and not [p for p in pages if p not in linked], (
+        f"link these from README.md: {[p for p in pages if p not in linked]}")
+
+
 def test_the_module_map_lists_every_module():
     """docs/design.md's module map (between its two MODULE MAP markers) names every module under
     umup_repro/ by its path (a package's __init__.py aside), and every path it names exists."""
