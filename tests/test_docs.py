@@ -120,3 +120,25 @@ def test_the_link_checker_sees_a_broken_link_and_a_missing_heading():
     assert LINK.findall(without_code("see [a](x.md#b), `[c](d)` and ![e](f.png)")) == ["x.md#b", "f.png"]
     assert OUTSIDE.search("see " + "DESIGN" + ".md") and OUTSIDE.search("../" + "shared/x")
     assert not OUTSIDE.search("docs/design.md and docs/paper.md")
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    """One link away: every docs/*.md page has a Markdown link in README.md."""
+    readme = without_code((ROOT / "README.md").read_text(encoding="utf-8"))
+    linked = {target.partition("#")[0] for target in LINK.findall(readme)}
+    pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))
+    assert pages and not [p for p in pages if p not in linked], (
+        f"link these from README.md: {[p for p in pages if p not in linked]}")
+
+
+def test_the_module_map_lists_every_module():
+    """docs/design.md's module map (between its two MODULE MAP markers) names every module under
+    umup_repro/ by its path (a package's __init__.py aside), and every path it names exists."""
+    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    _, table, _ = design.split("<!-- MODULE MAP -->")
+    named = set(re.findall(r"`([\w./-]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()
+                                                      if line.startswith("| `"))))
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "umup_repro").rglob("*.py")
+               if p.name != "__init__.py" and "__pycache__" not in p.parts}
+    assert not sorted(modules - named), f"add rows to the module map: {sorted(modules - named)}"
+    assert not [n for n in named if not (ROOT / n).exists()], "the module map names paths that do not exist"

@@ -44,3 +44,10 @@ def test_one_cell_command_runs_as_written(tmp_path):
     out = re.search(r"--out (\S+)", command).group(1)
     summary = json.loads((tmp_path / out / "summary.json").read_text())
     assert summary["steps_done"] == 20 and summary["model.width"] == 64
+
+
+def test_the_readme_stays_short():
+    """The README is the front door (what it is, quick start, three uses, headline results, a
+    guided tour, links); everything else lives in docs/, one link away."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail into a docs/ page and link it"

@@ -1,0 +1,145 @@
+"""docs/extending.md stays true: its examples run as written (a rule set reaches a trained run
+folder, a claim gets its verdict row in the scorecard), and the places the page says must agree
+(a parametrization's names, a search kind's schema and expansion) do."""
+
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+from typing import get_args
+
+import jsonschema
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "extending.md"
+
+
+def page_examples() -> list[str]:
+    """The page's python blocks, in order: the rule set, the claim."""
+    return re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S)
+
+
+# ---------------------------------------------------------------------------------------------
+# a parametrization
+
+
+def test_a_rule_set_tried_as_the_page_says_reaches_the_run_folder(tmp_path, monkeypatch):
+    """The page's toy rule set put in place of SP's (`monkeypatch.setitem(RULES, "sp", TOY)`):
+    one tiny cell trains, and parametrization.csv and the summary show the toy's rules."""
+    from umup_repro.core.config import resolve_config
+    from umup_repro.model.parametrization import RULES
+    from umup_repro.training.train import run_cell
+
+    namespace: dict = {}
+    exec(page_examples()[0], namespace)  # noqa: S102 - the page's own example
+    monkeypatch.setitem(RULES, "sp", namespace["TOY"])
+    config = resolve_config({"parametrization": "sp", "model": {"width": 32, "depth": 1, "head_dim": 32},
+                             "train": {"steps": 2, "batch_size": 4, "warmup": 0},
+                             "data": {"val_batches": 1}, "log": {"val_every": 2, "rms_every": 2}})
+    out = tmp_path / "toy"
+    assert run_cell(config, out, progress="none") == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps_done"] == 2 and summary["model.width"] == 32 and not summary["diverged"]
+    assert math.isfinite(summary["final_val_loss"])
+    table = pd.read_csv(out / "parametrization.csv")
+    weights = table[table["role"].isin(["embedding", "hidden", "readout"])]
+    assert len(weights) > 0 and (weights["init_std"] == 0.02).all()
+    hidden = table[table["role"] == "hidden"]
+    fan_in = hidden["shape"].map(lambda s: int(s.split("x")[1]))
+    assert (hidden["lr_factor"] * fan_in.map(math.sqrt)).round(9).eq(1.0).all()  # 1/√fan_in, SP: no depth factor
+
+
+def test_the_places_a_parametrization_is_named_agree():
+    """Steps 1 and 2 of the page: every name the config accepts has its hyperparameters, default η
+    and embedding-LR rule, and a rule for every role."""
+    from umup_repro.core.config import DEFAULT_EMB_LR_RULE, DEFAULT_LR, HP_DEFAULTS, PARAMETRIZATIONS, RunConfig
+    from umup_repro.model.parametrization import ROLES, RULES, family
+
+    accepted = set(get_args(RunConfig.model_fields["parametrization"].annotation))
+    assert accepted == set(PARAMETRIZATIONS) == set(HP_DEFAULTS) == set(DEFAULT_LR) == set(DEFAULT_EMB_LR_RULE)
+    for name in accepted:
+        assert set(RULES[family(name)]) == set(ROLES), name
+
+
+# ---------------------------------------------------------------------------------------------
+# a sweep or search kind
+
+# One block per search kind the schema allows (a new kind: add an example here, docs/extending.md).
+KIND_EXAMPLES = {
+    "independent": {"grid": {"model.width": [32]}, "independent": {"train.lr": [0.5, 2.0]}},
+    "random": {"random": {"n": 2, "seed": 0, "space": {"train.lr": {"log2_uniform": [-2, 2]}}}},
+    "staged": {"staged": {"lr": {"train.lr": [0.5, 1.0]}, "hp": {"hp.alpha_res": [0.5, 2.0]}}},
+}
+NOT_A_SEARCH = {"set", "grid", "seeds"}
+
+
+def block_schema() -> dict:
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    return {"$defs": schema["$defs"], "$ref": "#/$defs/block"}
+
+
+def test_every_search_kind_in_the_schema_expands_into_cells_of_that_kind():
+    from umup_repro.sweeps.grid import expand_sweep
+
+    schema = block_schema()
+    kinds = set(schema["$defs"]["block"]["properties"]) - NOT_A_SEARCH
+    assert kinds == set(KIND_EXAMPLES), "add an example block of the new search kind to KIND_EXAMPLES"
+    defaults = {"model": {"width": 32, "depth": 1, "head_dim": 32}, "train": {"steps": 2}}
+    for kind, block in {"grid": {"grid": {"train.lr": [0.5, 1.0]}}, **KIND_EXAMPLES}.items():
+        jsonschema.validate(block, schema)
+        cells = expand_sweep("s", {"blocks": [block]}, defaults)
+        assert cells and {c.search_kind for c in cells} == {kind}, kind
+
+
+def test_a_block_holds_one_search_at_most():
+    """The schema's `not.anyOf` names every pair of search kinds (the page's step 2)."""
+    schema = block_schema()
+    for (a, block_a), (b, block_b) in itertools.combinations(KIND_EXAMPLES.items(), 2):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**block_a, **block_b}, schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# a claim
+
+
+def lr_width_table(path: Path, umup_best: float, sp_best: float) -> None:
+    """A hand-made `lr_width.csv`: two widths, two η each, u-μP and SP, one seed."""
+    rows = []
+    for p, best in (("umup", umup_best), ("sp", sp_best)):
+        for width, offset in ((64, 0.3), (128, 0.0)):
+            for lr, extra in ((0.25, 0.1), (1.0, 0.0)):
+                rows.append({"cell": f"{p}-{width}-{lr}", "sweep": "lr_width", "parametrization": p,
+                             "model.width": width, "train.lr": lr, "final_val_loss": best + offset + extra,
+                             "diverged": False})
+    pd.DataFrame(rows).to_csv(path / "lr_width.csv", index=False)
+
+
+@pytest.mark.parametrize("umup_best, sp_best, verdict, measured", [
+    (3.8, 3.9, "holds", "width 128: 3.800 vs 3.900"),
+    (4.0, 3.9, "fails", "width 128: 4.000 vs 3.900"),
+    (None, None, "not measured", None),
+])
+def test_a_claim_added_as_the_page_says_gets_its_verdict_row(tmp_path, monkeypatch, umup_best, sp_best, verdict,
+                                                             measured):
+    from umup_repro.results import claims
+
+    monkeypatch.setattr(claims, "CLAIMS", list(claims.CLAIMS))  # the page appends to it
+    before = len(claims.CLAIMS)
+    exec(page_examples()[1], {})  # noqa: S102 - the page's own example
+    assert len(claims.CLAIMS) == before + 1
+    if umup_best is not None:
+        lr_width_table(tmp_path, umup_best, sp_best)
+
+    card = claims.scorecard(tmp_path)
+    assert len(card) == before + 1
+    row = card.iloc[-1]
+    assert row["claim"] == "u-μP's best loss ≤ SP's at the largest width"
+    assert row["verdict"] == verdict
+    if measured is not None:
+        assert row["measured"] == measured
