@@ -1,5 +1,6 @@
 """Snakemake's own conventions hold: `snakemake --lint` is clean, the rules' conda environment pins
-what pyproject.toml pins, and `snakemake --report` shows every figure with its caption."""
+what pyproject.toml pins, and `snakemake --report` shows every figure with its caption (from the
+figure catalog)."""
 
 import tomllib
 from pathlib import Path
@@ -25,16 +26,19 @@ def test_rule_environment_pins_equal_pyproject():
 
 
 def test_every_figure_has_a_caption():
-    """Every figure `plot` knows and every analysis figure has a caption for the report."""
-    import re
+    """Every figure `plot` knows, every analysis figure and the scorecard has a caption for the
+    report, and the catalog is where the captions live (no second copy under workflow/report/)."""
+    from umup_repro.cli import build_parser
+    from umup_repro.core.figure_catalog import ANALYSIS_FIGURES, FIGURES, PLOTTED
 
-    from umup_repro.cli import _figure_names
-
-    captions = yaml.safe_load((ROOT / "workflow/report/captions.yaml").read_text())
-    analyses = re.search(r"ANALYSIS_FIGURES = \[(.*?)\]", (ROOT / "workflow/rules/analyses.smk").read_text())
-    names = set(_figure_names()) | set(re.findall(r'"(\w+)"', analyses.group(1)))
-    assert len(names) >= 16 and not names - set(captions), names - set(captions)
-    assert all(isinstance(c, str) and len(c) > 30 for c in captions.values())
+    plot = next(a for a in build_parser()._subparsers._group_actions[0].choices["plot"]._actions if a.dest == "name")
+    names = set(plot.choices) | set(ANALYSIS_FIGURES) | {"claims"}
+    assert len(names) >= 16 and not names - set(FIGURES), names - set(FIGURES)
+    assert all(isinstance(f.caption, str) and len(f.caption) > 30 for f in FIGURES.values())
+    assert set(PLOTTED) <= set(FIGURES)
+    assert not list((ROOT / "workflow/report").glob("*.y*ml")), "captions belong in umup_repro/core/figure_catalog.py"
+    rules = "".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
+    assert 'caption=figure_catalog.caption(' in rules and "captions.yaml" not in rules
 
 
 def test_report_has_every_figure_with_its_caption(smoke_local, tmp_path):
@@ -47,7 +51,9 @@ def test_report_has_every_figure_with_its_caption(smoke_local, tmp_path):
     shutil.copytree(smoke_local["root"], root, symlinks=True)
     snakemake(root, "--report", "report.html", "--config", "preset=smoke")
     text = html.unescape((root / "report.html").read_text(encoding="utf-8"))
-    captions = yaml.safe_load((ROOT / "workflow/report/captions.yaml").read_text())
+    from umup_repro.core.figure_catalog import caption
+
+    captions = {name: caption(name) for name in (p.stem for p in (root / "figures").glob("*.png"))}
     figures = sorted(p.stem for p in (root / "figures").glob("*.png"))
     assert figures, "the smoke run built no figure"
     missing = [f for f in figures if f"{f}.png" not in text]

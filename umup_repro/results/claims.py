@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from umup_repro.core.figure_catalog import FIGURES
 from umup_repro.results.tables import prepare
 from umup_repro.results.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as _margin
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 
-# The tables a claim may read, relative to the tables folder (what the Snakemake rule depends on).
-INPUTS = ("transfer_summary.csv", "lr_width.csv", "fp8.csv", "search_random.csv", "search_staged.csv",
-          "transfer_error.csv", "figures/rms_init.csv", "figures/rms_end.csv")
+# The tables a claim may read, relative to the tables folder (what the Snakemake rule depends on):
+# the scorecard figure's, in the figure catalog.
+INPUTS = FIGURES["claims"].tables
 
 # A drift of one factor of 2 in η: the `tiny` grid's spacing (two steps of the paper's √2 grid);
 # u-μP's loss near its optimum is flat within that (README, "What the `tiny` run shows").
