@@ -1,7 +1,11 @@
-"""Snakemake's own conventions hold: `snakemake --lint` is clean, the rules' conda environment pins
-what pyproject.toml pins, and `snakemake --report` shows every figure with its caption (from the
-figure catalog)."""
+"""Snakemake's own conventions hold: `snakemake --lint` is clean, a rule file uses no name defined
+only in a file included after it, the rules' conda environment pins what pyproject.toml pins, and
+`snakemake --report` shows every figure with its caption (from the figure catalog)."""
 
+import ast
+import io
+import re
+import tokenize
 import tomllib
 from pathlib import Path
 
@@ -39,6 +43,66 @@ def test_every_figure_has_a_caption():
     assert not list((ROOT / "workflow/report").glob("*.y*ml")), "captions belong in umup_repro/core/figure_catalog.py"
     rules = "".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
     assert 'caption=figure_catalog.caption(' in rules and "captions.yaml" not in rules
+
+
+def _includes(snakefile: Path) -> tuple[str, list[Path]]:
+    """The Snakefile's text before its first include, and the included files in order."""
+    text = snakefile.read_text()
+    found = re.findall(r'^include:\s*"([^"]+)"', text, flags=re.M)
+    return text.split("\ninclude:", 1)[0], [snakefile.parent / f for f in found]
+
+
+def _names(text: str) -> tuple[set[str], set[str]]:
+    """(names a Snakemake file defines at its top level, names it uses anywhere), from its
+    tokens: assignments, defs, imports and for-loops at column 0; every NAME token used, names
+    inside f-strings included. Strings and comments are not names."""
+    defined, used = set(), set()
+    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    for i, tok in enumerate(tokens):
+        if tok.type == tokenize.STRING and re.match(r"^[rRbB]?[fF]", tok.string):
+            used |= {n.id for n in ast.walk(ast.parse(tok.string, mode="eval")) if isinstance(n, ast.Name)}
+        if tok.type != tokenize.NAME:
+            continue
+        used.add(tok.string)
+        at_line_start = tok.start[1] == 0
+        if at_line_start and tok.string in ("def", "class") and i + 1 < len(tokens):
+            defined.add(tokens[i + 1].string)
+        elif at_line_start and tok.string in ("import", "from"):
+            line = tok.line.split("#")[0]
+            imported = line.split(" import ", 1)[1] if " import " in line else line.split("import", 1)[1]
+            defined |= {part.split(" as ")[-1].strip(" ()\n") for part in imported.split(",")} - {""}
+        elif at_line_start and tok.string == "for":
+            line = tok.line.split(" in ", 1)[0]
+            defined |= set(re.findall(r"\w+", line[len("for"):]))
+        elif at_line_start and i + 1 < len(tokens) and tokens[i + 1].string in ("=", ":", "+=") and \
+                not (i + 2 < len(tokens) and tokens[i + 1].string == ":" and tokens[i + 2].type == tokenize.NEWLINE):
+            defined.add(tok.string)
+    return defined, used
+
+
+def test_no_rule_file_uses_a_name_defined_only_after_it():
+    """workflow/rules/common.smk comes first and every file uses only what the Snakefile (before
+    its includes) and the files included before it define: a later include never has to exist for
+    an earlier file's functions to work."""
+    head, files = _includes(ROOT / "Snakefile")
+    assert [f.name for f in files][0] == "common.smk"
+    defined = [_names(head)[0]] + [_names(f.read_text())[0] for f in files]
+    late = []
+    for i, path in enumerate(files):
+        known = set().union(*defined[: i + 2])  # the Snakefile's head, the files before and this one
+        later = set().union(*defined[i + 2:]) if i + 2 < len(defined) else set()
+        used = _names(path.read_text())[1]
+        late += [f"{path.name}: {name}" for name in sorted((used & later) - known)]
+    assert not late, "names used before the file defining them is included:\n" + "\n".join(late)
+
+
+def test_the_include_order_check_sees_a_late_name():
+    """Guard for the check above: a use in an earlier file of a name defined in a later one."""
+    early = 'def f(w):\n    return LATE[w] + f"{ALSO_LATE}"\n\nrule a:\n    input: "x"\n'
+    late = "LATE = {}\nALSO_LATE = 1\nfor _a, _b in []:\n    pass\n"
+    assert _names(late)[0] == {"LATE", "ALSO_LATE", "_a", "_b"}
+    assert {"LATE", "ALSO_LATE"} <= _names(early)[1] and "LATE" not in _names(early)[0]
+    assert "a" not in _names(early)[0]  # a rule is not a module-level name
 
 
 def test_report_has_every_figure_with_its_caption(smoke_local, tmp_path):

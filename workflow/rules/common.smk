@@ -1,9 +1,11 @@
-# Input and resource functions of the rules (Snakemake's convention: functions apart from rules).
-# They read the globals the Snakefile and the rule files define (CELLS, HOME, ...)
-# when called, so this file is included first.
+# Imports, shared state and the input and resource functions of the rules (Snakemake's convention:
+# functions apart from rules). Included first: it uses only what the Snakefile defines (config,
+# CELLS), and the rule files after it use what it defines.
+
+import os
 
 from umup_repro.core import figure_catalog
-from umup_repro.sweeps import budget, search_stage
+from umup_repro.sweeps import budget, grid, search_stage
 
 
 def cell_of(wildcards):
@@ -55,6 +57,9 @@ def figure_tables(name, sweeps):
 
 
 # Staged searches (search.smk): a sweep's cells given the stage decisions on disk.
+
+STAGED_SWEEPS = [s for s in CELLS if search_stage.is_staged(config["sweeps"][s])]
+_DECIDED = {}  # (sweep, decisions) -> its cells
 
 
 def decided_cells(sweep):
