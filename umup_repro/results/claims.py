@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from umup_repro.core.figure_catalog import FIGURES
-from umup_repro.results.tables import prepare
 from umup_repro.results.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as _margin
+from umup_repro.results.stability import with_setting
+from umup_repro.results.tables import prepare
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 
@@ -75,21 +76,6 @@ def _fmt(x: float, nd: int = 3) -> str:
 
 def _pm(sem: float) -> str:
     return f" ± {_fmt(sem)}" if sem is not None and math.isfinite(float(sem)) else ""
-
-
-SETTINGS = ("tpv", "llama", "llama_fixes")  # the stability-fix experiment's settings (paper Fig. 2)
-
-
-def with_setting(ts: pd.DataFrame) -> pd.DataFrame:
-    """transfer_summary rows with a `setting` column (its own, or a part of the `group` label such
-    as `mup/llama`) and `group` without the setting part."""
-    ts = ts.copy()
-    parts = ts["group"].astype(str).str.split("/")
-    from_group = parts.map(lambda ps: next((p for p in ps if p in SETTINGS), None))
-    if "setting" not in ts:
-        ts["setting"] = from_group
-    ts["group"] = parts.map(lambda ps: "/".join(p for p in ps if p not in SETTINGS))
-    return ts
 
 
 def _drift_rows(ts: pd.DataFrame | None, sweep: str) -> pd.DataFrame:
