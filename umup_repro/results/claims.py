@@ -105,7 +105,7 @@ def drift_at_largest(rows: pd.DataFrame) -> dict[str, float]:
 
 def claim_width_drift(t) -> tuple[str, str]:
     drift = drift_at_largest(_drift_rows(t["transfer_summary.csv"], "lr_width"))
-    drift = {p: d for p, d in drift.items() if p in ("sp", "mup", "umup") and math.isfinite(d)}
+    drift = {p: d for p, d in drift.items() if p in _LABEL and math.isfinite(d)}
     if "umup" not in drift or len(drift) < 2:
         return "", NOT_MEASURED
     measured = ", ".join(f"{_LABEL[p]} {drift[p]:+g}" for p in ("umup", "mup", "sp") if p in drift)

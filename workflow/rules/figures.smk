@@ -8,9 +8,11 @@
 # figures/NAME.{pdf,png} plus what it plotted, results/tables/figures/NAME.csv. The tables each
 # figure reads and its caption come from the figure catalog (umup_repro/core/figure_catalog.py).
 
+from umup_repro.core.config import PARAMETRIZATIONS
+
 # Coordinate check at CPU size (the preset may override any key under `coord_check:`).
 COORD_CHECK = {
-    "parametrizations": ["sp", "mup", "umup"],
+    "parametrizations": [p for p in PARAMETRIZATIONS if p != "umup_fp8"],  # u-μP-FP8 has u-μP's scales
     "widths": [64, 128, 256],
     "depth": 2,
     "steps": 3,
