@@ -332,6 +332,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
     """Read a YAML (or JSON) config, `-` for stdin, and apply `--set key=value` overrides
     (values parsed as YAML)."""
     from umup_repro.core.config import ConfigError, resolve_config
+    from umup_repro.core.overrides import parse_sets
 
     p = Path(path)
     if str(path) != "-" and not p.is_file():
@@ -340,16 +341,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
         raw = safe_yaml.load(_stdin_config() if str(path) == "-" else p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    overrides = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            overrides[key.strip()] = safe_yaml.load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
-    return resolve_config(raw if raw is not None else {}, **overrides)
+    return resolve_config(raw if raw is not None else {}, **parse_sets(sets))
 
 
 def main(args) -> int:
