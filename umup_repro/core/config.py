@@ -297,11 +297,6 @@ class RunConfig(_Section):
     def uses_fp8(self) -> bool:
         return self.parametrization == "umup_fp8" or self.model.fp8
 
-    @property
-    def base(self) -> str:
-        """The parametrization family whose rules apply (umup_fp8 follows umup)."""
-        return "umup" if self.parametrization == "umup_fp8" else self.parametrization
-
 
 def _format_errors(err: ValidationError, cls: type[BaseModel]) -> str:
     lines = []
