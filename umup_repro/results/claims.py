@@ -21,7 +21,7 @@ import pandas as pd
 from umup_repro.core.figure_catalog import FIGURES
 from umup_repro.results.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as _margin
 from umup_repro.results.stability import with_setting
-from umup_repro.results.tables import prepare
+from umup_repro.results.tables import RMS_END_AXIS_LABEL, prepare
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 
@@ -48,8 +48,6 @@ E5M2_MIN_NORMAL = 2.0**-14  # gradients below it lose precision (subnormal) or f
 SEARCH_TOLERANCE = 0.01
 
 _LABEL = {"sp": "SP", "mup": "μP", "umup": "u-μP"}
-RMS_END_AXIS_LABEL = {"train.lr": "η", "model.width": "width", "model.depth": "depth", "train.steps": "steps",
-                      "train.batch_size": "batch"}
 
 
 # ---------------------------------------------------------------------------------------------
