@@ -16,7 +16,7 @@ checkpoint search_stage:
     output:
         "results/search/{sweep}/{stage}.json",
     wildcard_constraints:
-        stage="lr|hp",
+        stage="|".join(search_stage.STAGES),
     log:
         "results/logs/search/{sweep}_{stage}.log",
     localrule: True  # reads a few summaries: on a cluster it runs in the driver
