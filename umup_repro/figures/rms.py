@@ -177,7 +177,8 @@ def rms_end(rms: pd.DataFrame, df: pd.DataFrame, out, parametrization: str = "um
             dx = diverged[col].tolist() if col == "train.lr" else []
             mark_top(ax, dx, ["0.2"] * len(dx), "x")
             if i == 0:
-                fixed = ", ".join(f"{RMS_END_AXIS_LABEL[c]}={fmt_pow2(base[c]) if c == 'train.lr' else fmt_value(base[c])}"
+                fixed = ", ".join(f"{RMS_END_AXIS_LABEL[c]}="
+                                  f"{fmt_pow2(base[c]) if c == 'train.lr' else fmt_value(base[c])}"
                                   for c, _ in RMS_END_AXES if c in base and c != col)
                 ax.set_title(f"vs {label}\n({fixed})", fontsize=8)
             label_edges(grid, i, j, f"{label} (log₂ scale)", f"final RMS, {RMS_KIND_LABEL[kind]}")
