@@ -5,16 +5,15 @@
   snakemake --cores all figures/transfer_width.pdf       one figure and only the cells it needs
   umup-repro cells --preset tiny                         what a preset expands to, before running
 
-Each included .smk appends the files `all` should build to ALL_TARGETS.
+Each included .smk appends the files `all` should build to ALL_TARGETS. A rule file uses only
+names defined above it: here or in a file included before it (tests/test_snakemake_conventions.py).
 """
 
 import os
-from pathlib import Path
 
-import yaml
+from snakemake.utils import min_version, validate
 
 from umup_repro.sweeps import grid, presets
-from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
@@ -24,14 +23,11 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 # is then checked against the JSON schema (errors name the field and what is allowed).
 config.update(presets.load_preset(config))
 validate(config, "workflow/schemas/config.schema.yaml")
-# optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
-if config.get("loggers"):
-    os.environ.update(UMUP_LOGGERS=",".join(config["loggers"]))  # read by every `umup-repro train`
 CELLS = {sweep: {c.id: c for c in cells} for sweep, cells in grid.expand_preset(config).items()}
 
 ALL_TARGETS = []
 
-include: "workflow/rules/common.smk"
+include: "workflow/rules/common.smk"  # first: imports, shared state and the input functions
 include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/aggregate.smk"

@@ -19,7 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from umup_repro import figures
+from umup_repro.core.figure_catalog import FIGURES
+from umup_repro.figures.lr_transfer import TRANSFER_AXES, transfer
+from umup_repro.figures.plot import plot
+from umup_repro.results.tables import load_table, prepare
 
 BASE = {"model": {"width": 32, "head_dim": 16, "depth": 1, "seq_len": 32},
         "train": {"steps": 20, "batch_size": 4, "warmup": 5},
@@ -148,7 +151,7 @@ def check_files(pdf: Path) -> None:
 
 
 def main_table(tables: Path, *sweeps: str) -> pd.DataFrame:
-    return figures.load_table(tables, sweeps)
+    return load_table(tables, sweeps)
 
 
 def expected_optima(df: pd.DataFrame, panel: str, line: str, x: str) -> dict:
@@ -161,12 +164,12 @@ def expected_optima(df: pd.DataFrame, panel: str, line: str, x: str) -> dict:
     return out
 
 
-@pytest.mark.parametrize("name", list(figures.TRANSFER_AXES))
+@pytest.mark.parametrize("name", list(TRANSFER_AXES))
 def test_transfer_marks_each_lines_argmin(tables, tmp_path, name):
-    sweep = figures.FIGURES[name][0][0]
-    axis = figures.TRANSFER_AXES[name][0]
+    sweep = FIGURES[name].sweeps[0]
+    axis = TRANSFER_AXES[name][0]
     df = main_table(tables, sweep)
-    result = figures.plot(name, tables, [sweep], tmp_path / f"{name}.pdf")
+    result = plot(name, tables, [sweep], tmp_path / f"{name}.pdf")
     check_files(tmp_path / f"{name}.pdf")
     expected = expected_optima(df, "variant", axis, "train.lr")
     got = {(r.panel, float(r.line)): (r.x_opt, r.loss_opt) for r in result.itertuples() if np.isfinite(r.loss_opt)}
@@ -183,14 +186,14 @@ def test_transfer_width_marks_the_diverged_sp_run(tables):
     df = main_table(tables, "lr_width")
     sp = df[(df["variant"] == "sp") & (df["train.lr"] == 4.0)]
     assert len(sp) == 1 and bool(sp["diverged"].iloc[0]), "the SP cell at η=4 is meant to diverge"
-    result = figures.transfer("transfer_width", df, tables.parent / "tw.pdf")
+    result = transfer("transfer_width", df, tables.parent / "tw.pdf")
     row = result[(result["panel"] == "sp") & (result["line"] == 64)].iloc[0]
     assert row["diverged"] == 1 and row["x_opt"] != 4.0
 
 
 def test_embedding_lr(tables, tmp_path):
     df = main_table(tables, "embedding_lr")
-    result = figures.plot("embedding_lr", tables, ["embedding_lr"], tmp_path / "e.pdf")
+    result = plot("embedding_lr", tables, ["embedding_lr"], tmp_path / "e.pdf")
     check_files(tmp_path / "e.pdf")
     expected = expected_optima(df, "train.emb_lr_rule", "model.width", "train.lr")
     got = {(r.panel, float(r.line)): (r.x_opt, r.loss_opt) for r in result.itertuples()}
@@ -202,7 +205,7 @@ def test_embedding_lr(tables, tmp_path):
 
 def test_hp_transfer_optimum_includes_the_base_point(tables, tmp_path):
     df = main_table(tables, "hp_width")
-    result = figures.plot("hp_transfer", tables, ["hp_width"], tmp_path / "hp.pdf")
+    result = plot("hp_transfer", tables, ["hp_width"], tmp_path / "hp.pdf")
     check_files(tmp_path / "hp.pdf")
     assert {(r.panel, r.hp) for r in result.itertuples()} == {(p, k) for p in HP_AXES for k in HP_AXES[p]}
     for r in result.itertuples():
@@ -216,7 +219,7 @@ def test_hp_transfer_optimum_includes_the_base_point(tables, tmp_path):
 
 def test_search_strategies_best_so_far(tables, tmp_path):
     df = main_table(tables, "search_random", "search_independent")
-    curves = figures.plot("search_strategies", tables, ["search_random", "search_independent"], tmp_path / "s.pdf")
+    curves = plot("search_strategies", tables, ["search_random", "search_independent"], tmp_path / "s.pdf")
     check_files(tmp_path / "s.pdf")
     for (v, s), g in df.groupby(["variant", "search.kind"]):
         c = curves[(curves["variant"] == v) & (curves["strategy"] == s)]
@@ -233,7 +236,7 @@ def test_search_strategies_best_so_far(tables, tmp_path):
 
 
 def test_rms_init(tables, tmp_path):
-    data = figures.plot("rms_init", tables, ["rms"], tmp_path / "ri.pdf")
+    data = plot("rms_init", tables, ["rms"], tmp_path / "ri.pdf")
     check_files(tmp_path / "ri.pdf")
     assert set(data["variant"]) == {"mup", "umup", "umup_fp8"}
     assert set(data["kind"]) == {"weight", "activation", "grad"}
@@ -251,7 +254,7 @@ def test_rms_init(tables, tmp_path):
 
 
 def test_rms_training_shows_ffn_and_decoder_tensors_over_steps(tables, tmp_path):
-    data = figures.plot("rms_training", tables, ["rms"], tmp_path / "rt.pdf")
+    data = plot("rms_training", tables, ["rms"], tmp_path / "rt.pdf")
     check_files(tmp_path / "rt.pdf")
     assert set(data["group"]) == {"FFN", "decoder"}
     raw = pd.read_csv(tables / "rms" / "rms.csv")
@@ -262,7 +265,7 @@ def test_rms_training_shows_ffn_and_decoder_tensors_over_steps(tables, tmp_path)
 
 def test_rms_end_axes_and_base_point(tables, tmp_path):
     sweeps = ["lr_width", "lr_depth", "lr_steps", "lr_batch"]
-    data = figures.plot("rms_end", tables, sweeps, tmp_path / "re.pdf")
+    data = plot("rms_end", tables, sweeps, tmp_path / "re.pdf")
     check_files(tmp_path / "re.pdf")
     assert set(data["axis"]) == {"train.lr", "model.width", "model.depth", "train.steps", "train.batch_size"}
     main = main_table(tables, *sweeps)
@@ -283,7 +286,7 @@ def test_rms_end_axes_and_base_point(tables, tmp_path):
 
 
 def test_fp8_training(tables, tmp_path):
-    result = figures.plot("fp8_training", tables, ["fp8"], tmp_path / "f.pdf")
+    result = plot("fp8_training", tables, ["fp8"], tmp_path / "f.pdf")
     check_files(tmp_path / "f.pdf")
     assert set(result["variant"]) == {"umup", "umup_fp8", "mup", "mup_fp8"}
     df = main_table(tables, "fp8")
@@ -303,12 +306,12 @@ def test_fp8_scheme_is_its_own_variant():
         "model.fp8_scheme": ["selective", "selective", "all_hidden", "selective", "all_hidden", "all_hidden"],
         "final_val_loss": [1.0] * 6,
     })
-    assert figures.prepare(table)["variant"].tolist() == [
+    assert prepare(table)["variant"].tolist() == [
         "umup", "umup_fp8", "umup_fp8_all", "mup_fp8", "mup_fp8_all", "umup"]
 
 
 def test_coord_check(coord_tables, tmp_path):
-    slopes = figures.plot("coord_check", coord_tables, ["sp", "umup"], tmp_path / "c.pdf")
+    slopes = plot("coord_check", coord_tables, ["sp", "umup"], tmp_path / "c.pdf")
     check_files(tmp_path / "c.pdf")
     assert set(slopes["parametrization"]) == {"sp", "umup"}
     assert set(slopes["step"]) == {0, 1, 2}
@@ -320,7 +323,7 @@ def test_small_grid_and_missing_parametrization(tables, tmp_path):
     small = df[(df["variant"] == "umup") & (df["train.lr"] >= 2.0)]
     assert len(small) == 4
     small.loc[small["model.width"] == 32, "diverged"] = True
-    result = figures.transfer("transfer_width", figures.prepare(small), tmp_path / "small.pdf")
+    result = transfer("transfer_width", prepare(small), tmp_path / "small.pdf")
     check_files(tmp_path / "small.pdf")
     assert list(result["panel"].unique()) == ["umup"]
     w32 = result[result["line"] == 32].iloc[0]
@@ -342,17 +345,31 @@ def test_cli_plot_writes_figure_and_data(tables, tmp_path):
     assert proc.returncode != 0 and "lr_width.csv is missing" in proc.stderr
 
 
-def test_rules_file_lists_the_same_extra_tables_as_the_module():
-    """figures.smk keeps its own copy of which figures read metrics/rms tables (no matplotlib at
-    DAG time); it must agree with figures.FIGURES."""
-    import ast
-    import re
+def test_catalog_names_each_figures_drawing_function_and_its_tables():
+    """The catalog (umup_repro/core/figure_catalog.py) is the one list of figures: each names a
+    function that exists and takes the catalog's tables, in order, then the output path."""
+    import inspect
 
-    text = (Path(__file__).parents[1] / "workflow" / "rules" / "figures.smk").read_text()
-    block = re.search(r"FIGURE_EXTRA_TABLES = (\{.*?\n\})", text, re.DOTALL).group(1)
-    in_rules = ast.literal_eval(block)
-    in_module = {name: list(extra) for name, (_, extra) in figures.FIGURES.items() if extra}
-    assert in_rules == in_module
+    from umup_repro.core.figure_catalog import PLOTTED
+    from umup_repro.figures.plot import drawing_function
+
+    for name, figure in FIGURES.items():
+        draw = drawing_function(name)
+        assert callable(draw), name
+        if name in PLOTTED:
+            required = [p for p in inspect.signature(draw).parameters.values() if p.default is p.empty]
+            assert len(required) == len(figure.tables) + 1, (name, required, figure.tables)
+    rules = "".join(p.read_text() for p in (Path(__file__).parents[1] / "workflow" / "rules").glob("*.smk"))
+    assert "figure_catalog" in rules and "FIGURE_EXTRA_TABLES" not in rules
+
+
+def test_the_catalog_and_the_figures_package_load_no_matplotlib():
+    """The DAG and the preset checks read the catalog on every evaluation: no matplotlib, pandas or
+    torch behind it, nor behind `import umup_repro.figures`."""
+    code = ("import sys, umup_repro.core.figure_catalog, umup_repro.sweeps.preset_checks, umup_repro.figures;"
+            " print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'pandas', 'torch', 'seaborn'}))")
+    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "[]", proc.stdout
 
 
 def _dry_run_jobs(target: str) -> dict[str, int]:

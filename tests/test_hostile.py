@@ -360,10 +360,17 @@ class _Args:
 
 
 def test_preset_figure_names_are_the_registrys():
-    from umup_repro.figures.plot import FIGURES
-    from umup_repro.sweeps.preset_checks import FIGURE_NAMES
+    """A preset may name exactly the figures `umup-repro plot` draws: the catalog's."""
+    from umup_repro.cli import build_parser
+    from umup_repro.core.figure_catalog import PLOTTED
+    from umup_repro.sweeps.preset_checks import check_preset
 
-    assert set(FIGURE_NAMES) == set(FIGURES)
+    plot = next(a for a in build_parser()._subparsers._group_actions[0].choices["plot"]._actions if a.dest == "name")
+    assert set(plot.choices) == set(PLOTTED)
+    for name in PLOTTED:
+        check_preset({"figures": {name: []}}, "p")
+    with pytest.raises(ValueError, match="no such figure"):
+        check_preset({"figures": {"claims": []}}, "p")
 
 
 def test_config_error_messages_name_the_field_directly():

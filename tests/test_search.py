@@ -206,13 +206,13 @@ def test_transfer_summary_averages_seed_replicates_and_reports_how_sure_the_opti
 
 
 def test_transfer_error_figure_titles_each_parametrizations_mean(tmp_path):
-    from umup_repro import figures
+    from umup_repro.figures.plot import plot
 
     rows = [("umup", "train.lr", "hp.alpha_res", 0.002), ("umup", "hp.alpha_res", "train.lr", 0.008),
             ("mup", "train.lr", "hp.alpha_out", 0.01), ("mup", "hp.alpha_out", "train.lr", 0.05)]
     pd.DataFrame(rows, columns=["parametrization", "hp_a", "hp_b", "transfer_error"]).to_csv(
         tmp_path / "transfer_error.csv", index=False)
-    data = figures.plot("transfer_error", tmp_path, ["hp_pairs"], tmp_path / "te.pdf")
+    data = plot("transfer_error", tmp_path, ["hp_pairs"], tmp_path / "te.pdf")
     assert (tmp_path / "te.png").is_file() and (tmp_path / "te.pdf").stat().st_size > 5_000
     means = dict(zip(data["variant"], data["mean_transfer_error"]))
     assert means == pytest.approx({"mup": 0.03, "umup": 0.005})

@@ -15,7 +15,7 @@ from umup_repro.results.tables import prepare
 from umup_repro.training.lightning_module import StepBatches
 from umup_repro.model.decoder import build_model, count_parameters
 from umup_repro.model.optim import build_optimizer
-from umup_repro.results.stability import setting_of
+from umup_repro.results.stability import setting_of, with_setting
 
 WIDTH, DEPTH = 64, 2
 SMALL = {"model": {"width": WIDTH, "depth": DEPTH, "head_dim": 16, "seq_len": 16, "vocab_size": 128}}
@@ -157,6 +157,19 @@ def test_setting_is_read_off_the_config():
     assert setting_of(flatten_config(resolve_config({"train": {"weight_decay_form": "decoupled"}}))) == "llama"
     tpv = resolve_config({"train": {"schedule": "constant"}, "data": {"train_tokens": 4096}})
     assert setting_of(flatten_config(tpv)) == "tpv"
+
+
+def test_with_setting_reads_the_config_the_column_or_the_group_label():
+    """One reader for the sweep tables (the config) and transfer summaries (the `setting` column
+    where set, else the setting inside an older group label); the label loses that part."""
+    sweep = with_setting(_settings_table())
+    assert set(sweep["setting"]) == {"tpv", "llama", "llama_fixes"}
+    summary = pd.DataFrame({"group": ["mup/llama", "mup/llama_fixes", "umup", "mup"],
+                            "setting": [None, float("nan"), "", "tpv"]})
+    read = with_setting(summary)
+    assert read["setting"].tolist()[:2] == ["llama", "llama_fixes"] and read["setting"].iloc[3] == "tpv"
+    assert pd.isna(read["setting"].iloc[2]) and read["group"].tolist() == ["mup", "mup", "umup", "mup"]
+    assert with_setting(summary.drop(columns="setting"))["setting"].tolist()[:2] == ["llama", "llama_fixes"]
 
 
 def test_transfer_summary_has_drift_and_regret_per_setting():

@@ -66,7 +66,7 @@ def _transfer_error(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from umup_repro.figures import main as plot_main
+    from umup_repro.figures.plot import main as plot_main
 
     return plot_main(args)
 
@@ -94,21 +94,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text
 
 
-def _figure_names() -> list[str]:
-    """The figure names `plot` knows (umup_repro/figures/plot.py), without loading matplotlib."""
-    import ast
-    from pathlib import Path
-
-    tree = ast.parse((Path(__file__).parent / "figures" / "plot.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        targets = [getattr(node, "target", None)] + list(getattr(node, "targets", []))
-        if any(getattr(t, "id", None) == "FIGURES" for t in targets) and isinstance(node.value, ast.Dict):
-            return [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
-    return []
-
-
 def build_parser() -> argparse.ArgumentParser:
     from umup_repro import __version__
+    from umup_repro.core.config import PARAMETRIZATIONS
+    from umup_repro.core.figure_catalog import ANALYSES, PLOTTED
 
     parser = argparse.ArgumentParser(prog="umup-repro", description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -135,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
-    p.add_argument("--parametrization", required=True, choices=["sp", "mup", "umup", "umup_fp8"], help="parametrization to check")
+    p.add_argument("--parametrization", required=True, choices=PARAMETRIZATIONS, help="parametrization to check")
     p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths")
     p.add_argument("--depth", type=int, default=2, help="transformer blocks")
     p.add_argument("--steps", type=int, default=4, help="Adam steps after initialisation")
@@ -174,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench_data)
 
     p = sub.add_parser("analysis", help="one of the authors' notes as an analysis: table(s) and figure(s)")
-    p.add_argument("name", choices=["instructive_example", "embedding_update", "low_rank"], help="which analysis")
+    p.add_argument("name", choices=ANALYSES, help="which analysis")
     p.add_argument("--table", required=True, help="main CSV table, e.g. results/tables/NAME.csv")
     p.add_argument("--figure", required=True, help="main figure PDF; the PNG lands next to it")
     p.add_argument("--slopes-table", default=None,
@@ -226,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench_dag)
 
     p = sub.add_parser("plot", help="draw one figure (PDF + PNG) from the aggregated tables")
-    p.add_argument("name", help="figure name: " + ", ".join(_figure_names()))
+    p.add_argument("name", choices=PLOTTED, metavar="NAME", help="figure name: " + ", ".join(PLOTTED))
     p.add_argument("--tables", default="results/tables", help="folder of <sweep>.csv, metrics/, rms/")
     p.add_argument("--sweeps", nargs="*", default=None,
                    help="sweeps to read (space or comma separated; default: the figure's usual ones;"

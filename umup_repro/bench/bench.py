@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from umup_repro.core.config import resolve_config
+from umup_repro.core.config import PARAMETRIZATIONS, resolve_config
 from umup_repro.model.decoder import build_model
 
 
@@ -192,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
           f" depth={args.depth} batch={args.batch_size}x{args.seq_len}")
 
     print(f"forward+backward, median of {args.repeats}:")
-    times = time_forward_backward(["sp", "mup", "umup", "umup_fp8"], repeats=args.repeats, device=device, **shape)
+    times = time_forward_backward(list(PARAMETRIZATIONS), repeats=args.repeats, device=device, **shape)
     for p, t in times.items():
         print(f"  {p:9s} {t * 1e3:8.1f} ms   ratio to SP {t / times['sp']:.3f}")
 

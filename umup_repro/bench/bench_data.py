@@ -17,28 +17,17 @@ import sys
 import time
 
 import torch
-import yaml
 
 from umup_repro import data
-from umup_repro.core import safe_yaml
 from umup_repro.core.config import ConfigError, config_to_dict, resolve_config
+from umup_repro.core.overrides import parse_sets
 
 REQUIRED_RATIO = 100.0
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        try:
-            overrides[key] = safe_yaml.load(value)
-        except yaml.YAMLError as err:
-            print(f"umup-repro bench-data: error: --set {item!r}: not valid YAML: {err}", file=sys.stderr)
-            return 2
     try:
-        config = resolve_config({"model": {"width": 256, "depth": 4}}, **overrides)
+        config = resolve_config({"model": {"width": 256, "depth": 4}}, **parse_sets(args.set or []))
     except ConfigError as err:
         print(f"umup-repro bench-data: error: {err}", file=sys.stderr)
         return 2

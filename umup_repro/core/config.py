@@ -15,7 +15,9 @@ from typing import Any, Literal, Optional, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PARAMETRIZATIONS = ("sp", "mup", "umup", "umup_fp8")
+# The parametrizations, once: the `parametrization` field's type and the tuple everything else reads.
+Parametrization = Literal["sp", "mup", "umup", "umup_fp8"]
+PARAMETRIZATIONS: tuple[str, ...] = get_args(Parametrization)
 
 # Hyperparameters per parametrization, with their defaults (docs/paper.md, "Hyperparameters"; "unknown" ones are our
 # documented choices). train.lr is the global eta of every parametrization.
@@ -233,7 +235,7 @@ class DistributedConfig(_Section):
 
 
 class RunConfig(_Section):
-    parametrization: Literal["sp", "mup", "umup", "umup_fp8"] = "umup"
+    parametrization: Parametrization = "umup"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -294,11 +296,6 @@ class RunConfig(_Section):
     @property
     def uses_fp8(self) -> bool:
         return self.parametrization == "umup_fp8" or self.model.fp8
-
-    @property
-    def base(self) -> str:
-        """The parametrization family whose rules apply (umup_fp8 follows umup)."""
-        return "umup" if self.parametrization == "umup_fp8" else self.parametrization
 
 
 def _format_errors(err: ValidationError, cls: type[BaseModel]) -> str:

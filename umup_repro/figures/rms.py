@@ -15,7 +15,7 @@ from matplotlib.patches import Patch
 from umup_repro.figures.style import (empty_panel, fmt_pow2, fmt_value, label_edges, log2_xaxis, log2_yaxis,
                                       mark_top, new_figure, ordered_variants, param_label, save_figure,
                                       type_colors, type_legend)
-from umup_repro.results.tables import median_over_blocks, pick_cell, rms_long, tensor_group
+from umup_repro.results.tables import RMS_END_AXIS_LABEL, median_over_blocks, pick_cell, rms_long, tensor_group
 
 # FP8 normal ranges (smallest normal, largest finite): the bands of the RMS figures.
 E4M3_RANGE = (2.0**-6, 448.0)
@@ -24,8 +24,6 @@ E5M2_RANGE = (2.0**-14, 57344.0)
 # The axes of the end-of-training RMS figure (paper Fig. 14), in column order.
 RMS_END_AXES = (("train.lr", "learning rate η"), ("model.width", "width"), ("model.depth", "depth"),
                 ("train.steps", "training steps"), ("train.batch_size", "batch size"))
-_SHORT = {"train.lr": "η", "model.width": "width", "model.depth": "depth", "train.steps": "steps",
-          "train.batch_size": "batch"}
 RMS_KINDS = ("weight", "activation", "grad")
 RMS_KIND_LABEL = {"weight": "weights", "activation": "activations", "grad": "gradients"}
 
@@ -179,7 +177,8 @@ def rms_end(rms: pd.DataFrame, df: pd.DataFrame, out, parametrization: str = "um
             dx = diverged[col].tolist() if col == "train.lr" else []
             mark_top(ax, dx, ["0.2"] * len(dx), "x")
             if i == 0:
-                fixed = ", ".join(f"{_SHORT[c]}={fmt_pow2(base[c]) if c == 'train.lr' else fmt_value(base[c])}"
+                fixed = ", ".join(f"{RMS_END_AXIS_LABEL[c]}="
+                                  f"{fmt_pow2(base[c]) if c == 'train.lr' else fmt_value(base[c])}"
                                   for c, _ in RMS_END_AXES if c in base and c != col)
                 ax.set_title(f"vs {label}\n({fixed})", fontsize=8)
             label_edges(grid, i, j, f"{label} (log₂ scale)", f"final RMS, {RMS_KIND_LABEL[kind]}")

@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from umup_repro.results.tables import prepare
+from umup_repro.core.figure_catalog import FIGURES
 from umup_repro.results.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as _margin
+from umup_repro.results.stability import with_setting
+from umup_repro.results.tables import RMS_END_AXIS_LABEL, prepare
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 
-# The tables a claim may read, relative to the tables folder (what the Snakemake rule depends on).
-INPUTS = ("transfer_summary.csv", "lr_width.csv", "fp8.csv", "search_random.csv", "search_staged.csv",
-          "transfer_error.csv", "figures/rms_init.csv", "figures/rms_end.csv")
+# The tables a claim may read, relative to the tables folder (what the Snakemake rule depends on):
+# the scorecard figure's, in the figure catalog.
+INPUTS = FIGURES["claims"].tables
 
 # A drift of one factor of 2 in η: the `tiny` grid's spacing (two steps of the paper's √2 grid);
 # u-μP's loss near its optimum is flat within that (README, "What the `tiny` run shows").
@@ -46,8 +48,6 @@ E5M2_MIN_NORMAL = 2.0**-14  # gradients below it lose precision (subnormal) or f
 SEARCH_TOLERANCE = 0.01
 
 _LABEL = {"sp": "SP", "mup": "μP", "umup": "u-μP"}
-RMS_END_AXIS_LABEL = {"train.lr": "η", "model.width": "width", "model.depth": "depth", "train.steps": "steps",
-                      "train.batch_size": "batch"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,21 +74,6 @@ def _fmt(x: float, nd: int = 3) -> str:
 
 def _pm(sem: float) -> str:
     return f" ± {_fmt(sem)}" if sem is not None and math.isfinite(float(sem)) else ""
-
-
-SETTINGS = ("tpv", "llama", "llama_fixes")  # the stability-fix experiment's settings (paper Fig. 2)
-
-
-def with_setting(ts: pd.DataFrame) -> pd.DataFrame:
-    """transfer_summary rows with a `setting` column (its own, or a part of the `group` label such
-    as `mup/llama`) and `group` without the setting part."""
-    ts = ts.copy()
-    parts = ts["group"].astype(str).str.split("/")
-    from_group = parts.map(lambda ps: next((p for p in ps if p in SETTINGS), None))
-    if "setting" not in ts:
-        ts["setting"] = from_group
-    ts["group"] = parts.map(lambda ps: "/".join(p for p in ps if p not in SETTINGS))
-    return ts
 
 
 def _drift_rows(ts: pd.DataFrame | None, sweep: str) -> pd.DataFrame:
@@ -118,7 +103,7 @@ def drift_at_largest(rows: pd.DataFrame) -> dict[str, float]:
 
 def claim_width_drift(t) -> tuple[str, str]:
     drift = drift_at_largest(_drift_rows(t["transfer_summary.csv"], "lr_width"))
-    drift = {p: d for p, d in drift.items() if p in ("sp", "mup", "umup") and math.isfinite(d)}
+    drift = {p: d for p, d in drift.items() if p in _LABEL and math.isfinite(d)}
     if "umup" not in drift or len(drift) < 2:
         return "", NOT_MEASURED
     measured = ", ".join(f"{_LABEL[p]} {drift[p]:+g}" for p in ("umup", "mup", "sp") if p in drift)

@@ -45,7 +45,18 @@ def setting_of(flat: Mapping[str, Any]) -> str:
 
 
 def with_setting(table):
-    """The sweep table (a pandas DataFrame) with a `setting` column, unless it has one."""
-    if "setting" in table.columns:
-        return table
-    return table.assign(setting=[setting_of(row) for row in table.to_dict("records")])
+    """The table (a pandas DataFrame) with a `setting` column. A sweep table's rows have their
+    config: the setting is read off it. A transfer summary's rows have a `setting` column, or an
+    older summary the setting inside the group label (`mup/llama`): the column where it is set,
+    else the label's part; the group label loses that part either way (claims and figures group
+    by parametrization)."""
+    if "setting" not in table.columns and "group" not in table.columns:
+        return table.assign(setting=[setting_of(row) for row in table.to_dict("records")])
+    table = table.copy()
+    if "group" in table.columns:
+        parts = table["group"].astype(str).str.split("/")
+        from_group = parts.map(lambda ps: next((p for p in ps if p in SETTINGS), None))
+        table["group"] = parts.map(lambda ps: "/".join(p for p in ps if p not in SETTINGS))
+        own = table["setting"] if "setting" in table.columns else from_group.map(lambda _: None)
+        table["setting"] = own.where(own.map(_set) & (own.astype(str) != ""), from_group)
+    return table

@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 LOSS = "final_val_loss"
+# The swept axes of the end-of-training RMS (figure rms_end, paper Fig. 14, and its claim): short labels.
+RMS_END_AXIS_LABEL = {"train.lr": "η", "model.width": "width", "model.depth": "depth", "train.steps": "steps",
+                      "train.batch_size": "batch"}
 
 
 def _as_bool(series: pd.Series) -> pd.Series:

@@ -36,6 +36,7 @@ import numpy as np
 
 from umup_repro.core.compute import flops_per_token
 from umup_repro.core.config import ConfigError, RunConfig, config_hash, config_to_dict, flatten_config, resolve_config, set_dotted
+from umup_repro.sweeps.preset_checks import SEARCH_COLUMNS
 from umup_repro.sweeps.presets import PresetError, load_preset
 
 # Cluster resources of one cell unless the preset or the sweep overrides them.
@@ -76,9 +77,9 @@ class Cell:
         return flops_per_token(self.config) * self.tokens
 
     def search_columns(self) -> dict:
-        return {"search.kind": self.search_kind, "search.index": self.search_index,
-                "search.axis": self.search_axis, "search.stage": self.search_stage,
-                "search.group": self.search_group}
+        """The cell's `search.*` columns, named as the preset checks know them (SEARCH_COLUMNS)."""
+        values = (self.search_kind, self.search_index, self.search_axis, self.search_stage, self.search_group)
+        return dict(zip(SEARCH_COLUMNS, values, strict=True))
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,12 +12,8 @@ import math
 from typing import Any, Mapping
 
 from umup_repro.core.config import HP_DEFAULTS, flatten_config, resolve_config
+from umup_repro.core.figure_catalog import PLOTTED  # the figures a preset may name
 
-# The figure functions of umup_repro/figures/plot.py (FIGURES; a test keeps the two equal;
-# importing the registry here would load matplotlib on every DAG evaluation).
-FIGURE_NAMES = ("transfer_width", "transfer_depth", "transfer_batch", "transfer_steps", "hp_transfer",
-                "search_strategies", "transfer_error", "embedding_lr", "stability_fixes", "rms_init",
-                "rms_training", "rms_end", "fp8_training", "coord_check", "large_scale")
 SEARCH_COLUMNS = ("search.kind", "search.index", "search.axis", "search.stage", "search.group")
 # Columns aggregate derives from the config (not config keys): Fig. 2's setting (umup_repro/results/stability.py).
 DERIVED_COLUMNS = ("setting",)
@@ -62,8 +58,8 @@ def check_preset(preset: Mapping[str, Any], where: str) -> None:
                 raise ValueError(f"{where}: sweeps.{name}.transfer.{field}: {key!r} is not a config key or search"
                                  " column (e.g. model.width, train.lr, hp.alpha_res, search.axis)")
     for figure, listed in (preset.get("figures") or {}).items():
-        if figure not in FIGURE_NAMES:
-            raise ValueError(f"{where}: figures.{figure}: no such figure; allowed: {', '.join(FIGURE_NAMES)}")
+        if figure not in PLOTTED:
+            raise ValueError(f"{where}: figures.{figure}: no such figure; allowed: {', '.join(PLOTTED)}")
         missing = [s for s in (listed or []) if s not in sweeps]
         if missing:
             raise ValueError(f"{where}: figures.{figure}: sweep {missing[0]!r} is not in the preset;"

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -138,6 +139,17 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (),
     )
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a cell is run, as its caller chose (what is run is its config): see `run_cell`."""
+    sweep: Optional[str] = None
+    progress: str = "auto"
+    log_every: Optional[int] = None
+    keep_checkpoints: bool = False
+    callbacks: Sequence = ()
+    loggers: Sequence[str] = ()
+
+
 def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = None, progress: str = "auto",
              log_every: Optional[int] = None, keep_checkpoints: bool = False, callbacks: Sequence = (),
              tokens: Optional[dict] = None, loggers: Optional[Sequence[str]] = None) -> int:
@@ -151,15 +163,16 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
     started = time.perf_counter()
     out = Path(out_dir)
     cell = config_hash(config)
+    options = RunOptions(sweep=sweep, progress=progress, log_every=log_every, keep_checkpoints=keep_checkpoints,
+                         callbacks=callbacks)
     if global_rank() != 0:  # rank 0 holds the folder (lock, files, summary); the others only train
         if run_folder.folder_state(out, config_to_dict(config)) == "complete":
             return 0
-        tokens, val = _load_data(config, tokens)
-        return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress="none",
-                      log_every=log_every, keep_checkpoints=True, callbacks=callbacks)
+        quiet = replace(options, progress="none", keep_checkpoints=True)
+        return _train(config, out, _load_data(config, tokens), quiet, started)
     run_folder.check_out(out)  # before creating anything in a folder that is not ours
     try:
-        loggers = chosen(loggers)
+        options = replace(options, loggers=chosen(loggers))
     except LoggerError as err:
         raise CellError(str(err)) from None
     loaded = None
@@ -176,15 +189,13 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
         if state == "complete":
             print(f"cell {cell}: already complete in {out}; nothing to do", flush=True)
             return 0
-        tokens, val = loaded or _load_data(config, tokens)
+        data = loaded or _load_data(config, tokens)
         try:
             run_folder.prepare(out, config, state)
         except OSError as err:
             raise CellError(f"run folder {out}: cannot write to it ({err})") from None
         try:
-            return _train(config, out, tokens, val, cell=cell, started=started, sweep=sweep, progress=progress,
-                          log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks,
-                          loggers=loggers)
+            return _train(config, out, data, options, started)
         except MemoryError:
             raise CellError(_OUT_OF_MEMORY.format(cell=cell)) from None
         except RuntimeError as err:  # torch's OutOfMemoryError, CPU allocator failures
@@ -250,9 +261,9 @@ def _checkpoint_if_usable(ckpt: Path, cell: str) -> Optional[Path]:
     return ckpt if ckpt.exists() and checkpoint_problem(ckpt, cell) is None else None
 
 
-def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, started: float, sweep,
-           progress, log_every, keep_checkpoints, callbacks, loggers=()) -> int:
-    """The run itself, in a prepared folder whose lock this process holds."""
+def _train(config: RunConfig, out: Path, data: tuple[dict, list], options: RunOptions, started: float) -> int:
+    """The run itself, in a prepared folder whose lock this process holds; `data`: (token arrays,
+    validation batches) from `_load_data`."""
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -262,10 +273,12 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     from umup_repro.training.provenance import describe_device
 
     m, t = config.model, config.train
+    tokens, val = data
+    cell = config_hash(config)
     ckpt = out / run_folder.CHECKPOINT
     _quiet_lightning()
-    mode = _progress_mode(progress)
-    log_every = log_every or max(1, t.steps // 10)
+    mode = _progress_mode(options.progress)
+    log_every = options.log_every or max(1, t.steps // 10)
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = CellModule(config, val, folder=out, progress=mode, log_every=log_every)
     module.started = started
@@ -274,10 +287,10 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
     from umup_repro.training.loggers import LoggerError, build_loggers
 
     try:
-        experiment_loggers = build_loggers(loggers, out, cell) if global_rank() == 0 else []
+        experiment_loggers = build_loggers(options.loggers, out, cell) if global_rank() == 0 else []
     except LoggerError as err:
         raise CellError(str(err)) from None
-    trainer = build_trainer(config, progress=mode, callbacks=callbacks, loggers=experiment_loggers)
+    trainer = build_trainer(config, progress=mode, callbacks=options.callbacks, loggers=experiment_loggers)
     loader = StepBatches(tokens["train"], config, start=lambda: module.global_step, rank=lambda: trainer.global_rank)
     resume = _usable_checkpoint(ckpt, cell) if global_rank() == 0 else _checkpoint_if_usable(ckpt, cell)
     if mode != "none":
@@ -300,9 +313,9 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
         return 0
 
     module.write_files()
-    summary = run_folder.make_summary(config, module, trainer.strategy.root_device, out, sweep=sweep)
+    summary = run_folder.make_summary(config, module, trainer.strategy.root_device, out, sweep=options.sweep)
     run_folder.write_summary(out, summary)
-    if not keep_checkpoints:
+    if not options.keep_checkpoints:
         run_folder.remove_checkpoints(out)
     if mode != "none":
         status = f"DIVERGED ({module.diverged})" if module.diverged else "done"
@@ -332,6 +345,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
     """Read a YAML (or JSON) config, `-` for stdin, and apply `--set key=value` overrides
     (values parsed as YAML)."""
     from umup_repro.core.config import ConfigError, resolve_config
+    from umup_repro.core.overrides import parse_sets
 
     p = Path(path)
     if str(path) != "-" and not p.is_file():
@@ -340,16 +354,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> RunConfig:
         raw = safe_yaml.load(_stdin_config() if str(path) == "-" else p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    overrides = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            overrides[key.strip()] = safe_yaml.load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
-    return resolve_config(raw if raw is not None else {}, **overrides)
+    return resolve_config(raw if raw is not None else {}, **parse_sets(sets))
 
 
 def main(args) -> int:

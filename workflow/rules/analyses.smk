@@ -1,9 +1,8 @@
 # The authors' notes as analyses (umup_repro/analyses/): CPU-only, no inputs, fixed seeds.
 # Each rule runs `umup-repro analysis NAME` once and names every file it writes.
 
-ANALYSIS_FIGURES = ["instructive_example", "embedding_update", "low_rank", "low_rank_alignment"]
 if config.get("analyses", True):  # a preset may leave them out of `all` (smoke: CI tests them apart)
-    ALL_TARGETS.extend(f"figures/{name}.pdf" for name in ANALYSIS_FIGURES)
+    ALL_TARGETS.extend(f"figures/{name}.pdf" for name in figure_catalog.ANALYSIS_FIGURES)
 
 
 rule analysis_instructive_example:
@@ -15,7 +14,7 @@ rule analysis_instructive_example:
     log:
         "results/logs/analyses/instructive_example.log",
     params:
-        caption=FIGURE_CAPTIONS["instructive_example"],
+        caption=figure_catalog.caption("instructive_example"),
     threads: 1
     conda:
         "../envs/umup-repro.yaml"
@@ -33,7 +32,7 @@ rule analysis_embedding_update:
     log:
         "results/logs/analyses/embedding_update.log",
     params:
-        caption=FIGURE_CAPTIONS["embedding_update"],
+        caption=figure_catalog.caption("embedding_update"),
     threads: 2
     resources:
         mem_mb=6000,
@@ -56,8 +55,8 @@ rule analysis_low_rank:
     log:
         "results/logs/analyses/low_rank.log",
     params:
-        caption=FIGURE_CAPTIONS["low_rank"],
-        alignment_caption=FIGURE_CAPTIONS["low_rank_alignment"],
+        caption=figure_catalog.caption("low_rank"),
+        alignment_caption=figure_catalog.caption("low_rank_alignment"),
     threads: 2
     conda:
         "../envs/umup-repro.yaml"

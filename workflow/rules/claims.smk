@@ -1,12 +1,9 @@
 # Tables -> the replication scorecard (umup_repro/results/claims.py): results/tables/claims.csv, the figure
-# figures/claims.{pdf,png} and the page figures/claims.md. It depends on those of its tables
-# (claims.INPUTS) that this preset's DAG makes; a claim whose tables are not made is `not measured`.
-# Included last, so that every rule producing a table is known here.
+# figures/claims.{pdf,png} and the page figures/claims.md. It depends on those of its tables (the
+# figure catalog's `claims` entry) that this preset's DAG makes; a claim whose tables are not made
+# is `not measured`. Included last, so that every rule producing a table is known here.
 
-from umup_repro.results.claims import INPUTS as CLAIM_TABLES
-
-
-CLAIM_INPUTS = [p for p in (f"results/tables/{rel}" for rel in CLAIM_TABLES) if made_by_dag(p)]
+CLAIM_INPUTS = [p for p in figure_tables("claims", ()) if made_by_dag(p)]
 
 
 rule claims:
@@ -20,7 +17,7 @@ rule claims:
     log:
         "results/logs/figures/claims.log",
     params:
-        caption=FIGURE_CAPTIONS["claims"],
+        caption=figure_catalog.caption("claims"),
     localrule: True
     conda:
         "../envs/umup-repro.yaml"

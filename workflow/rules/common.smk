@@ -1,8 +1,11 @@
-# Input and resource functions of the rules (Snakemake's convention: functions apart from rules).
-# They read the globals the Snakefile and the rule files define (CELLS, HOME, COORD_CHECK, ...)
-# when called, so this file is included first.
+# Imports, shared state and the input and resource functions of the rules (Snakemake's convention:
+# functions apart from rules). Included first: it uses only what the Snakefile defines (config,
+# CELLS), and the rule files after it use what it defines.
 
-from umup_repro.sweeps import budget, search_stage
+import os
+
+from umup_repro.core import figure_catalog
+from umup_repro.sweeps import budget, grid, search_stage
 
 
 def cell_of(wildcards):
@@ -49,17 +52,14 @@ def summaries(sweep):
 
 
 def figure_tables(name, sweeps):
-    if name == "coord_check":
-        return [f"results/tables/coord_check/{p}/coord_check.csv" for p in COORD_CHECK["parametrizations"]]
-    extra = FIGURE_EXTRA_TABLES.get(name, [])
-    if name == "transfer_error":  # the pairwise table (search.smk) besides its sweeps' tables
-        return ["results/tables/transfer_error.csv"] + [f"results/tables/{s}.csv" for s in sweeps]
-    return [f"results/tables/{s}.csv" for s in sweeps] + [
-        f"results/tables/{kind}/{s}.csv" for kind in extra for s in sweeps
-    ]
+    """The tables figure `name` reads for `sweeps` (parametrizations for coord_check): the catalog's."""
+    return [f"results/tables/{path}" for path in figure_catalog.tables_needed(name, sweeps)]
 
 
 # Staged searches (search.smk): a sweep's cells given the stage decisions on disk.
+
+STAGED_SWEEPS = [s for s in CELLS if search_stage.is_staged(config["sweeps"][s])]
+_DECIDED = {}  # (sweep, decisions) -> its cells
 
 
 def decided_cells(sweep):

@@ -5,21 +5,14 @@
 # tables come from `umup-repro coord-check` (one job per parametrization, CPU-sized settings).
 #
 # Every figure rule runs `umup-repro plot NAME` (umup_repro/figures/plot.py) and writes
-# figures/NAME.{pdf,png} plus what it plotted, results/tables/figures/NAME.csv.
+# figures/NAME.{pdf,png} plus what it plotted, results/tables/figures/NAME.csv. The tables each
+# figure reads and its caption come from the figure catalog (umup_repro/core/figure_catalog.py).
 
-# Tables a figure reads besides <sweep>.csv (kept equal to umup_repro.figures.FIGURES, which a test
-# checks; importing that package here would load matplotlib on every DAG evaluation).
-FIGURE_EXTRA_TABLES = {
-    "rms_init": ["rms"],
-    "rms_training": ["rms"],
-    "rms_end": ["rms"],
-    "fp8_training": ["metrics"],
-    "large_scale": ["metrics"],
-}
+from umup_repro.core.config import PARAMETRIZATIONS
 
 # Coordinate check at CPU size (the preset may override any key under `coord_check:`).
 COORD_CHECK = {
-    "parametrizations": ["sp", "mup", "umup"],
+    "parametrizations": [p for p in PARAMETRIZATIONS if p != "umup_fp8"],  # u-μP-FP8 has u-μP's scales
     "widths": [64, 128, 256],
     "depth": 2,
     "steps": 3,
@@ -27,9 +20,6 @@ COORD_CHECK = {
     "seq_len": 64,
     **(config.get("coord_check") or {}),
 }
-
-# Captions of the figures in `snakemake --report`.
-FIGURE_CAPTIONS = yaml.safe_load((Path(workflow.basedir) / "workflow/report/captions.yaml").read_text())
 
 FIGURE_MAP = {
     name: list(sweeps or [])
@@ -39,12 +29,13 @@ FIGURE_MAP = {
 
 
 for _name, _sweeps in FIGURE_MAP.items():
+    _read = COORD_CHECK["parametrizations"] if _name == "coord_check" else _sweeps
 
     rule:
         name:
             f"figure_{_name}"
         input:
-            figure_tables(_name, _sweeps),
+            figure_tables(_name, _read),
             [summary for s in _sweeps for summary in summaries(s)],  # a deleted run folder reruns its cell
         output:
             pdf=f"figures/{_name}.pdf",
@@ -54,8 +45,8 @@ for _name, _sweeps in FIGURE_MAP.items():
             f"results/logs/figures/{_name}.log",
         params:
             name=_name,
-            caption=FIGURE_CAPTIONS[_name],  # tests/test_snakemake_conventions.py: every figure has one
-            sweeps=" ".join(COORD_CHECK["parametrizations"] if _name == "coord_check" else _sweeps),
+            caption=figure_catalog.caption(_name),
+            sweeps=" ".join(_read),
         threads: 1
         # plotting reads tables and takes seconds: on a cluster it runs in the driver, not as a job
         localrule: True

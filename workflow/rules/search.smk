@@ -4,11 +4,10 @@
 # `lr` from its runs (results/search/<sweep>/lr.json), which adds stage `hp`'s cells to the DAG;
 # deciding stage `hp` adds the `combined` run. `snakemake -n` before any run shows stage `lr`
 # only. Cell ids stay hashes of resolved configs: a later-stage cell is an ordinary train_cell job.
+# The staged sweeps (STAGED_SWEEPS) and their cells given the decisions are in common.smk.
 
 
-STAGED_SWEEPS = [s for s in CELLS if search_stage.is_staged(config["sweeps"][s])]
 PAIR_SWEEPS = [s for s in CELLS if config["sweeps"][s].get("pairs")]
-_DECIDED = {}
 
 
 checkpoint search_stage:
@@ -17,7 +16,7 @@ checkpoint search_stage:
     output:
         "results/search/{sweep}/{stage}.json",
     wildcard_constraints:
-        stage="lr|hp",
+        stage="|".join(search_stage.STAGES),
     log:
         "results/logs/search/{sweep}_{stage}.log",
     localrule: True  # reads a few summaries: on a cluster it runs in the driver

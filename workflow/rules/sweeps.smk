@@ -7,6 +7,10 @@
 
 from umup_repro.training.distributed import srun_prefix
 
+# optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
+if config.get("loggers"):
+    os.environ.update(UMUP_LOGGERS=",".join(config["loggers"]))  # read by every `umup-repro train`
+
 wildcard_constraints:
     sweep="|".join(CELLS) or "NO_SWEEPS",
     cell="[0-9a-f]{12}",
