@@ -176,7 +176,16 @@ def write_summary(out: Path, summary: dict) -> None:
 
 
 def remove_checkpoints(out: Path) -> None:
-    shutil.rmtree(out / CHECKPOINT.parent, ignore_errors=True)
+    """Remove checkpoints/ of a completed run, except the refused checkpoints moved aside
+    (`last.ckpt.unusable*`, train.py): they are kept for inspection, never lost."""
+    folder = out / CHECKPOINT.parent
+    kept = [p for p in folder.glob(f"{CHECKPOINT.name}.unusable*")] if folder.is_dir() else []
+    if not kept:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in folder.iterdir():
+        if path not in kept:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _sweep_name(out: Path, sweep: Optional[str]) -> str:

@@ -222,7 +222,8 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
 
 def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
     """The checkpoint to resume from, or None: an unusable one (truncated, empty, garbage, another
-    cell's) is moved aside and the cell starts over from scratch, with a warning; a fresh start
+    cell's, one holding objects that are not tensors) is moved aside, unloaded, and kept; the cell
+    starts over from scratch, with a warning; a fresh start
     gives the same run (same seed, batches by step)."""
     from umup_repro.verify import checkpoint_problem
 
@@ -232,7 +233,11 @@ def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
     if problem is None:
         return ckpt
     aside = ckpt.with_name(f"{ckpt.name}.unusable")
-    ckpt.replace(aside)
+    for n in range(2, 1000):  # an earlier refused checkpoint is kept too
+        if not aside.exists():
+            break
+        aside = ckpt.with_name(f"{ckpt.name}.unusable-{n}")
+    ckpt.replace(aside)  # kept (never deleted, also when the run completes): run_folder.remove_checkpoints
     for name in ("metrics.csv", "rms.csv"):  # rows of the lost progress
         (ckpt.parent.parent / name).unlink(missing_ok=True)
     print(f"cell {cell}: warning: checkpoint {ckpt} is unusable ({problem}); moved to {aside.name},"
@@ -285,7 +290,8 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
 
     with _stop_signals(module):
         try:
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=False)
+            # weights_only: tensors and plain values only (verified so above, verify.checkpoint_problem)
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
         except SIGTERMException:
             module.stop_signal = module.stop_signal or signal.SIGTERM
     if module.stop_signal is not None and not module.diverged and module.global_step < t.steps:

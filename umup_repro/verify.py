@@ -11,6 +11,8 @@ checkpoint.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,15 +67,27 @@ def check_tables(folder: Path, summary: dict[str, Any]) -> None:
 
 def checkpoint_problem(path: Path, cell: str) -> Optional[str]:
     """Why the checkpoint at `path` cannot be resumed from (None if it can): it must load and
-    hold our state for cell `cell`, the model weights and the optimizer state."""
+    hold our state for cell `cell`, the model weights and the optimizer state.
+
+    It is loaded with `weights_only=True`: tensors, containers and plain values only, never an
+    arbitrary Python object, so a file replaced by a pickle that runs code is refused unrun (a
+    checkpoint of ours holds nothing else; Lightning reloads it the same way, train.py)."""
     import torch
 
     from umup_repro.lightning_module import STATE_KEY
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # (torch warns about pickle protocols before refusing them)
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means "unusable"
-        return f"it does not load ({err.__class__.__name__}: {str(err)[:120]})"
+        text = " ".join(str(err).split())
+        if "Weights only load failed" in text:
+            found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+            what = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
+            return (f"it does not load safely: it holds {what}, which no checkpoint of this tool holds"
+                    " (not unpickled; kept for inspection)")
+        return f"it does not load ({err.__class__.__name__}: {text[:120]})"
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get(STATE_KEY), dict):
         return "it is not a checkpoint of this tool"
     if ckpt[STATE_KEY].get("config_hash") != cell:
