@@ -214,6 +214,9 @@ def write_transfer_summary(tables: str | Path, specs: Mapping[str, Mapping], out
     frames = []
     for sweep, spec in specs.items():
         path = Path(tables) / f"{sweep}.csv"
+        if not path.is_file():
+            raise MissingRunsError(f"{path}: the table of sweep {sweep} is missing; aggregate the sweep first"
+                                   f" (umup-repro aggregate --sweep {sweep} --tables {tables})")
         frames.append(transfer_summary(pd.read_csv(path), sweep, spec))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRANSFER_COLUMNS)
     write_text(out, result.to_csv(index=False))
@@ -233,6 +236,10 @@ def main(args) -> int:
 
     try:
         config = load_preset(args.preset or default_preset())
+        unknown = [s for s in args.sweep or [] if s not in config["sweeps"]]
+        if unknown:
+            raise PresetError(f"--sweep {unknown[0]}: no such sweep in preset {config['preset']};"
+                              f" its sweeps: {', '.join(config['sweeps'])}")
         if args.transfer_summary:
             names = args.sweep or list(config["sweeps"])
             specs = {s: config["sweeps"][s]["transfer"] for s in names if "transfer" in config["sweeps"][s]}
@@ -240,6 +247,7 @@ def main(args) -> int:
             print(f"{args.transfer_summary}: {len(result)} rows from {len(specs)} sweeps")
             return 0
         names = args.sweep or list(config["sweeps"])
+        Path(args.tables).mkdir(parents=True, exist_ok=True)  # an unwritable --tables fails before any reading
         decisions = {s: load_decisions(getattr(args, "search_dir", "results/search"), s) for s in names}
         for sweep, cells in expand_preset(config, names, decisions).items():
             table = aggregate_sweep(cells, args.runs, args.tables)

@@ -83,6 +83,25 @@ def _bench_dag(args: argparse.Namespace) -> int:
     return bench_dag_main(args)
 
 
+def _widths(text: str) -> str:
+    """--widths: comma-separated positive integers (argparse names the option otherwise, exit 2)."""
+    for w in (w.strip() for w in text.split(",") if w.strip()):
+        if not w.isdigit() or int(w) < 1:
+            raise argparse.ArgumentTypeError(f"{w!r} is not a positive integer (widths: e.g. 64,128,256)")
+    return text
+
+
+def _fraction(text: str) -> float:
+    """--utilisation: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1] (a fraction of peak, e.g. 0.3)")
+    return value
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every option's default after its help text (options without help get it too)."""
 
@@ -136,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
     p.add_argument("--parametrization", required=True, choices=["sp", "mup", "umup", "umup_fp8"], help="parametrization to check")
-    p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths")
+    p.add_argument("--widths", default="64,128,256,512,1024", type=_widths, help="comma-separated widths")
     p.add_argument("--depth", type=int, default=2, help="transformer blocks")
     p.add_argument("--steps", type=int, default=4, help="Adam steps after initialisation")
     p.add_argument("--lr", type=float, default=None, help="global LR (default: a per-parametrization value)")
@@ -188,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
     p.add_argument("--sweep", action="append", default=None, help="only this sweep (repeatable)")
     p.add_argument("--list", action="store_true", help="one line per cell: id and the keys that vary")
-    p.add_argument("--utilisation", type=float, default=None, help="assumed GPU utilisation (default: the preset's)")
+    p.add_argument("--utilisation", type=_fraction, default=None, help="assumed GPU utilisation (default: the preset's)")
     p.add_argument("--measured", default=None, metavar="SUMMARY",
                    help="calibrate the utilisation from a measured run (its summary.json or run folder)")
     p.set_defaults(func=_cells)
@@ -246,9 +265,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# User errors (README, "Exit codes"): exit 2 with one message naming the field, file or folder, and
+# no traceback. Recognised by class name, so that recognising them imports nothing.
+USER_ERRORS = frozenset({
+    "umup_repro.errors.UserError", "umup_repro.config.ConfigError", "umup_repro.grid.PresetError",
+    "umup_repro.run_folder.CellError", "umup_repro.verify.ReadBackError", "umup_repro.loggers.LoggerError",
+    "umup_repro.aggregate.MissingRunsError", "umup_repro.aggregate.MixedCodeError",
+    "umup_repro.data.corpora.DataUnavailableError", "yaml.error.YAMLError",
+})
+class _UserExit(SystemExit):
+    """Exit 2 after a message was printed; str() is the message (SystemExit(text) would exit 1)."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one-line message of a user error, or None for a bug (which keeps its traceback)."""
+    from umup_repro.errors import os_error_message
+
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(err).__mro__}
+    if names & USER_ERRORS:
+        return str(err)
+    return os_error_message(err) if isinstance(err, OSError) else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors exit 2 with a one-line message, Ctrl-C 130 (`train` first
+    checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    command = f"umup-repro {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{command}: interrupted (SIGINT)", file=sys.stderr, flush=True)
+        return 130
+    except SystemExit as err:
+        if isinstance(err.code, str):  # a command's own refusal: a user error too
+            print(err.code, file=sys.stderr, flush=True)
+            raise _UserExit(err.code) from None
+        raise
+    except Exception as err:  # noqa: BLE001 - sorted below: a user error, or a bug re-raised
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"{command}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

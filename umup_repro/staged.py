@@ -28,6 +28,7 @@ from typing import Any, Mapping
 from umup_repro.atomic import write_text
 from umup_repro.config import flatten_config, resolve_config
 from umup_repro.grid import Cell, PresetError, default_preset, expand_sweep, load_preset
+from umup_repro.verify import ReadBackError, read_summary
 
 STAGES = ("lr", "hp")  # the stages that are decided (combined is the last run, decided by nothing)
 SEARCH_DIR = "results/search"
@@ -49,8 +50,22 @@ def load_decisions(search_dir: str | Path, sweep: str) -> dict[str, dict[str, di
         path = decision_path(search_dir, sweep, stage)
         if not path.is_file():
             break
-        out[stage] = json.loads(path.read_text(encoding="utf-8"))["groups"]
+        out[stage] = _read_decision(path)
     return out
+
+
+def _read_decision(path: Path) -> dict[str, dict]:
+    """A decision file's `groups` ({group: {key: best value}}), checked; ReadBackError naming the
+    file otherwise (a damaged decision would silently steer the later stages)."""
+    fix = f"delete {path} and rerun the workflow (the stage is decided again from its runs)"
+    try:
+        groups = json.loads(path.read_text(encoding="utf-8"))["groups"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ReadBackError(f"{path}: not a readable stage decision ({err.__class__.__name__}: {err}); {fix}") from None
+    if not (isinstance(groups, dict) and all(isinstance(g, str) and isinstance(best, dict)
+                                             and all(isinstance(k, str) for k in best) for g, best in groups.items())):
+        raise ReadBackError(f"{path}: its groups are not {{group: {{key: best value}}}}; {fix}")
+    return groups
 
 
 def _log2_distance(value: Any, default: Any) -> float:
@@ -148,7 +163,7 @@ def write_stage(config: Mapping[str, Any], sweep: str, stage: str, runs: str | P
         path = Path(runs) / sweep / c.id / "summary.json"
         if not path.is_file():
             raise PresetError(f"sweep {sweep}: cell {c.id} (stage {c.search_stage}) has no summary.json yet")
-        losses[c.id] = _loss(json.loads(path.read_text(encoding="utf-8")))
+        losses[c.id] = _loss(read_summary(path, c.id))  # checked: its cell, types, finite losses
     groups, rows = decide(staged, stage, losses, decisions.get("lr"))
     result = {"sweep": sweep, "stage": stage, "groups": groups, "candidates": rows}
     write_text(out or decision_path(search_dir, sweep, stage), json.dumps(result, indent=1, sort_keys=True) + "\n")

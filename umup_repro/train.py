@@ -7,7 +7,7 @@ back (umup_repro/verify.py; an unusable one is moved aside and the cell starts o
 warning); the summary, written last, completes the folder.
 
 A SIGKILLed run rerun with the same command continues from its last checkpoint and ends with the
-same bytes in metrics.csv as an uninterrupted run (on CPU, fp32). SIGTERM, SIGUSR1 and SIGUSR2 save
+same bytes in metrics.csv as an uninterrupted run (on CPU, fp32). SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 save
 a checkpoint at the end of the current step and exit with 128 + the signal number, without a
 summary, so a requeued job resumes.
 
@@ -42,7 +42,8 @@ from umup_repro.config import RunConfig, config_hash, config_to_dict
 from umup_repro.distributed import global_rank
 from umup_repro.run_folder import CellError, copy_run
 
-STOP_SIGNALS = tuple(s for s in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
+# SIGINT (Ctrl-C) too: a checkpoint, then exit 130 (Lightning would turn it into exit 1, no checkpoint)
+STOP_SIGNALS = tuple(s for s in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
 
 
 def _progress_mode(progress: str) -> str:
@@ -55,7 +56,7 @@ def _progress_mode(progress: str) -> str:
 
 @contextlib.contextmanager
 def _stop_signals(module) -> Iterator[None]:
-    """SIGTERM/SIGUSR1/SIGUSR2 ask for a checkpoint at the end of the current step, then a stop.
+    """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 ask for a checkpoint at the end of the current step, then a stop.
     (Lightning adds its own SIGTERM handler on top of this one and calls it too.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -216,7 +217,10 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
         val = validation_batches(tokens["validation"], batch_size=t.batch_size, seq_len=m.seq_len,
                                  n_batches=config.data.val_batches)
     except (DataUnavailableError, ValueError, OSError) as err:
-        raise CellError(f"data ({config.data.corpus}): {err}") from err
+        from umup_repro.errors import os_error_message
+
+        text = (os_error_message(err) if isinstance(err, OSError) else None) or err
+        raise CellError(f"data ({config.data.corpus}): {text}") from err
     return tokens, val
 
 
@@ -295,8 +299,9 @@ def _train(config: RunConfig, out: Path, tokens: dict, val: list, *, cell: str, 
         except SIGTERMException:
             module.stop_signal = module.stop_signal or signal.SIGTERM
     if module.stop_signal is not None and not module.diverged and module.global_step < t.steps:
-        print(f"cell {cell}: stopped by signal {module.stop_signal} at step {module.global_step};"
-              f" checkpoint in {ckpt}", file=sys.stderr, flush=True)
+        name = signal.Signals(int(module.stop_signal)).name
+        print(f"cell {cell}: stopped by signal {module.stop_signal} ({name}) at step {module.global_step};"
+              f" checkpoint in {ckpt}; rerun the same command to resume", file=sys.stderr, flush=True)
         return 128 + int(module.stop_signal)
     if not module.diverged and module.global_step < t.steps:
         raise RuntimeError(f"training stopped at step {module.global_step} of {t.steps} for no known reason")
@@ -327,8 +332,17 @@ def _stdin_config() -> str:
     """The config text piped to `train -`. Lightning's launcher starts the other ranks of a
     distributed cell by re-running this command, whose stdin the first rank has read: the text
     passes to them in the environment they inherit."""
+    from umup_repro.config import ConfigError
+
     if global_rank() == 0 or STDIN_CONFIG_ENV not in os.environ:
-        os.environ[STDIN_CONFIG_ENV] = sys.stdin.read()
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config from stdin (train -): not UTF-8 text ({err})") from None
+        if "\0" in text:  # (nor could the environment carry it to the other ranks)
+            raise ConfigError("config from stdin (train -): holds NUL bytes, binary data rather than YAML")
+        os.environ[STDIN_CONFIG_ENV] = text
     return os.environ[STDIN_CONFIG_ENV]
 
 

@@ -28,7 +28,7 @@ def get_tokenizer(config: RunConfig) -> Tokenizer:
     or a local tokenizer.json / folder holding one)."""
     if config.data.tokenizer == "bpe":
         path = build_once(bpe_path(config), lambda p: _train_bpe(config, p))
-        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer = _tokenizer_file(path)
     else:
         tokenizer = _hub_tokenizer(config.data.tokenizer)
     size = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -100,7 +100,7 @@ def _hub_tokenizer(name: str) -> Tokenizer:
     if p.is_dir():
         p = p / "tokenizer.json"
     if p.is_file():
-        return Tokenizer.from_file(str(p))
+        return _tokenizer_file(p)
     import huggingface_hub
 
     try:
@@ -111,4 +111,13 @@ def _hub_tokenizer(name: str) -> Tokenizer:
             f" network and the same HF_HOME run: hf download {name} tokenizer.json"
             " (or set data.tokenizer to the path of a tokenizer.json)"
         ) from err
-    return Tokenizer.from_file(file)
+    return _tokenizer_file(Path(file))
+
+
+def _tokenizer_file(path: Path) -> Tokenizer:
+    """A tokenizer.json, or DataUnavailableError naming the file."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for any bad file
+        raise DataUnavailableError(f"data.tokenizer: {path} is not a tokenizer.json file"
+                                   f" ({' '.join(str(err).split())[:160]})") from None

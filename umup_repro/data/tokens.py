@@ -76,7 +76,7 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
                     ids.append(eot)
                 if budget is not None:
                     ids = ids[: budget - n_tokens]
-                np.asarray(ids, dtype=dtype).tofile(f)
+                f.write(np.asarray(ids, dtype=dtype).tobytes())  # (tofile's short write has no errno)
                 n_tokens += len(ids)
                 n_docs += len(chunk)
                 if time.perf_counter() - last_said > 10:
