@@ -206,6 +206,11 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
                     "runs": len(by_value[v]), "diverged": int(by_value[v]["diverged"].astype(bool).sum()),
                     **_sureness(by_value[v], hp_name, opt),
                 })
+    if not rows and len(table) and "proxy" in spec:  # (preset checks refuse such a proxy when loaded)
+        from umup_repro.errors import UserError
+
+        raise UserError(f"sweep {sweep}: transfer.proxy {spec['proxy']!r} is not a value of {axis} in its table"
+                        f" (values: {', '.join(map(str, sorted(table[axis].map(_numeric).unique())[:12]))})")
     return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
 
 
