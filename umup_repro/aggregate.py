@@ -22,6 +22,7 @@ import pandas as pd
 
 from umup_repro.atomic import write_text
 from umup_repro.grid import Cell
+from umup_repro.schemas import RowsError, check_rows
 from umup_repro.replicates import add_replicate_columns, by_value as replicate_losses, optimum_share, stats
 from umup_repro.stability import with_setting
 from umup_repro.verify import ReadBackError, check_tables, read_summary
@@ -114,8 +115,16 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
         rows.append(summary_row(c, summary))
     check_one_code_version(sweep, summaries, runs)
     table = add_replicate_columns(pd.DataFrame(rows), cells)
+    by_id, long = {c.id: c for c in cells}, {}
     for kind, filename in LONG_TABLES.items():
-        write_text(tables / kind / f"{sweep}.csv", _long_table([c for c in cells if not c.alias], runs, filename))
+        long[kind] = _long_table([c for c in cells if not c.alias], runs, filename)
+        try:  # every row typed, finite unless its run diverged (umup_repro/schemas.py), before any is written
+            check_rows(long[kind], filename, diverged=lambda c: summaries[c]["diverged"],
+                       file_of=lambda c, f=filename: run_dir(runs, by_id[c]) / f)
+        except RowsError as err:
+            raise ReadBackError(f"{err}; delete that run folder and rerun the cell") from None
+    for kind, text in long.items():
+        write_text(tables / kind / f"{sweep}.csv", text)
     write_text(tables / f"{sweep}.csv", table.to_csv(index=False))
     return table
 

@@ -245,7 +245,7 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
 def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Optional[str] = None) -> int:
     """Reuse a complete run of the same cell from another sweep's folder (a cell shared by two
     sweeps is trained once). The config must resolve to the same cell; summary.json goes last."""
-    from umup_repro.verify import ReadBackError, check_tables, read_summary
+    from umup_repro.verify import ReadBackError, check_rows_of, check_tables, read_summary
 
     src, out = Path(src), Path(out)
     resolved, cell = config_to_dict(config), config_hash(config)
@@ -254,6 +254,7 @@ def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Opti
             raise CellError(f"not a complete run of cell {cell}")
         summary = read_summary(src / "summary.json", cell)
         check_tables(src, summary)
+        check_rows_of(src, summary)
     except (CellError, ReadBackError) as err:
         raise CellError(f"--copy-from {src}: {err}") from None
     check_out(out)

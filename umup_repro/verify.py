@@ -3,7 +3,8 @@
 A file can be damaged after it was written whole (a disk error, a user's edit, a copy cut short,
 a file deleted by hand), so a reader verifies before use: a summary must parse and belong to the
 folder's cell (`cell` and `config_hash`), metrics.csv must hold one row per step the summary says
-was run, rms.csv must exist, and a checkpoint must load and belong to the cell. Each failure is a
+was run, rms.csv must exist, every number be a number and finite (umup_repro/schemas.py), and a
+checkpoint must load safely and belong to the cell. Each failure is a
 `ReadBackError` whose message names the file and the fix. torch is imported only to check a
 checkpoint.
 """
@@ -15,6 +16,8 @@ import re
 import warnings
 from pathlib import Path
 from typing import Any, Optional
+
+from umup_repro.schemas import summary_problem
 
 
 class ReadBackError(ValueError):
@@ -38,6 +41,9 @@ def read_summary(path: Path, cell: str) -> dict[str, Any]:
     if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
             or not isinstance(summary.get("diverged"), bool)):
         raise ReadBackError(f"{path}: steps_done or diverged missing or invalid; {fix}")
+    problem = summary_problem(summary)  # every number a number, losses finite (umup_repro/schemas.py)
+    if problem is not None:
+        raise ReadBackError(f"{path}: {problem}; {fix}")
     return summary
 
 
@@ -63,6 +69,21 @@ def check_tables(folder: Path, summary: dict[str, Any]) -> None:
                                 f" needs {rows} (truncated?); {fix}")
         if rows is None and found < 1:
             raise ReadBackError(f"{path}: no rows; {fix}")
+
+
+def check_rows_of(folder: Path, summary: dict[str, Any]) -> None:
+    """Every row of metrics.csv and rms.csv typed and finite (NaN and inf only in a diverged run):
+    umup_repro/schemas.py; ReadBackError naming file, line and field. (aggregate checks its long
+    tables the same way, a sweep at a time.)"""
+    from umup_repro.schemas import RowsError, check_rows
+
+    folder = Path(folder)
+    for name in ("metrics.csv", "rms.csv"):
+        try:
+            check_rows((folder / name).read_text(encoding="utf-8"), name, diverged=lambda _: summary["diverged"],
+                       file_of=lambda _: folder / name)
+        except RowsError as err:
+            raise ReadBackError(f"{err}; delete {folder / 'summary.json'} (or the run folder) and rerun the cell")
 
 
 def checkpoint_problem(path: Path, cell: str) -> Optional[str]:
