@@ -6,6 +6,7 @@ later run loads the file instead of training again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -50,12 +51,20 @@ def eot_id(tokenizer: Tokenizer) -> int:
 
 
 def tokenizer_identity(config: RunConfig) -> dict[str, Any]:
-    """A trained BPE is named by its recipe and training text; a hub tokenizer by its name."""
+    """A trained BPE is named by its recipe and training text; a hub tokenizer by its name, a local
+    tokenizer file by its path and content."""
     if config.data.tokenizer == "bpe":
         return {"bpe": config.model.vocab_size, "format": FORMAT_VERSION, "train_chars": BPE_TRAIN_CHARS,
                 "trained_on": corpus_identity(config.data, "train")}
     p = Path(config.data.tokenizer).expanduser()
-    return {"hub": str(p.resolve()) if p.exists() else config.data.tokenizer}
+    if not p.exists():
+        return {"hub": config.data.tokenizer}
+    file = p / "tokenizer.json" if p.is_dir() else p
+    try:  # a local file is named by its content too: one replaced at the same path gets a new token cache
+        content = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    except OSError:
+        content = None  # (loading it fails later, naming the file)
+    return {"hub": str(p.resolve()), "sha256": content}
 
 
 def bpe_path(config: RunConfig) -> Path:
