@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import Iterator
 
 
 def _coord_check(args: argparse.Namespace) -> int:
@@ -151,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", default=None, help="expected cell id: refuse to train if the config hashes otherwise")
     p.add_argument("--copy-from", default=None, metavar="DIR",
                    help="copy a complete run of the same cell from DIR instead of training (cells shared by sweeps)")
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="also append this run's output to FILE, each attempt headed by its pid and time; never"
+                        " truncated, so a job refused because the cell is in use cannot erase the running job's log")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
@@ -294,11 +299,56 @@ def user_error_message(err: BaseException) -> str | None:
     return os_error_message(err) if isinstance(err, OSError) else None
 
 
+class _Tee:
+    """A text stream that writes to the console stream and to a log file."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding, ...: the console's
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _appended_log(path: str | None, command: str) -> Iterator[None]:
+    """With `--log FILE`: this process's output also goes to FILE, opened to append (O_APPEND:
+    two processes' lines can interleave, never overwrite each other), after a header line."""
+    if not path:
+        yield
+        return
+    import os
+    import time
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8", buffering=1) as log:
+        log.write(f"== {command}, pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = streams
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors exit 2 with a one-line message, Ctrl-C 130 (`train` first
     checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     command = f"umup-repro {args.command}"
+    with _appended_log(getattr(args, "log", None), command):
+        return _run(args, command)
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

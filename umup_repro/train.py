@@ -379,6 +379,10 @@ def main(args) -> int:
         if args.cell and config_hash(config) != args.cell:
             raise ConfigError(f"--cell {args.cell}: the config resolves to cell {config_hash(config)}; the"
                               " workflow and this package disagree on the config (stale DAG or changed defaults?)")
+        if config.train.warmup >= config.train.steps:  # allowed (a schedule study may want it), never silent
+            print(f"umup-repro train: warning: train.warmup = {config.train.warmup} >= train.steps ="
+                  f" {config.train.steps}: the LR never reaches its peak (set train.warmup below train.steps)",
+                  file=sys.stderr, flush=True)
         out = Path(args.out) if args.out else Path("results") / "runs" / "adhoc" / config_hash(config)
         if args.copy_from:
             return copy_run(config, args.copy_from, out, sweep=args.sweep)
