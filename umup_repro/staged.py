@@ -151,7 +151,13 @@ def decide(cells: list[Cell], stage: str, losses: Mapping[str, float | None],
 def write_stage(config: Mapping[str, Any], sweep: str, stage: str, runs: str | Path,
                 search_dir: str | Path, out: str | Path | None = None) -> dict:
     """Decide `stage` of every staged block of `sweep` from its finished runs; write the file."""
+    if sweep not in config["sweeps"]:
+        raise PresetError(f"--sweep {sweep}: no such sweep; the preset's sweeps: {', '.join(config['sweeps'])}")
     spec = config["sweeps"][sweep]
+    if not is_staged(spec):
+        staged = [s for s, v in config["sweeps"].items() if is_staged(v)]
+        raise PresetError(f"--sweep {sweep}: not a staged search (no `staged` block); staged sweeps:"
+                          f" {', '.join(staged) or 'none'}")
     decisions = load_decisions(search_dir, sweep)
     decisions = {s: decisions[s] for s in STAGES[:STAGES.index(stage)] if s in decisions}
     if len(decisions) < STAGES.index(stage):
