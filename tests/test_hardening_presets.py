@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_hostile import ENV, TINY, cfg  # noqa: F401 (cfg: the fixture)
+from test_hostile import ENV, TINY
 from umup_repro import safe_yaml
 
 UMUP = [sys.executable, "-m", "umup_repro.cli"]
@@ -26,7 +26,8 @@ defaults:
 figures: {}
 sweeps:
 """
-GOOD = "  a:\n    transfer: {axis: model.width, proxy: 32}\n    blocks:\n      - grid: {model.width: [32, 64], train.lr: [0.5, 2.0]}\n"
+GOOD = ("  a:\n    transfer: {axis: model.width, proxy: 32}\n    blocks:\n"
+        "      - grid: {model.width: [32, 64], train.lr: [0.5, 2.0]}\n")
 
 
 def cells(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
@@ -93,9 +94,11 @@ def test_train_config_and_run_folder_config_with_a_key_twice_are_refused(tmp_pat
 @pytest.mark.parametrize("body, named", [
     (GOOD.replace("    blocks:", "    seeds: 20000\n    blocks:"), "seeds"),
     ("  a:\n    blocks:\n      - random: {n: 20000, seed: 0, space: {train.lr: {log2_uniform: [-4, 2]}}}\n", "n"),
-    ("  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [0, 999, 0.1]}, hp.alpha_res: {log2_range: [0, 999, 0.1]}}\n",
+    ("  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [0, 999, 0.1]},"
+     " hp.alpha_res: {log2_range: [0, 999, 0.1]}}\n",
      "more than 100000 runs"),
-    ("  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [-5, 5, 0.01]}, hp.alpha_res: {log2_range: [-5, 5, 0.01]}}\n",
+    ("  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [-5, 5, 0.01]},"
+     " hp.alpha_res: {log2_range: [-5, 5, 0.01]}}\n",
      "more than 100000 runs"),
     ("  a:\n    blocks:\n      - staged: {lr: {train.lr: {log2_range: [0, 5000, 1]}}, hp: {hp.alpha_res: [1.0]}}\n",
      "staged.lr.train.lr"),

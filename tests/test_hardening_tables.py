@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from run_folders import write_run_folder
-from test_hostile import ENV, PRESET_BASE, TINY, cfg  # noqa: F401 (cfg: the fixture)
+from test_hostile import ENV, PRESET_BASE, TINY
 from umup_repro.config import config_to_dict, flatten_config
 from umup_repro.grid import expand_sweep
 

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
     p.add_argument("--sweep", action="append", default=None, help="only this sweep (repeatable)")
     p.add_argument("--list", action="store_true", help="one line per cell: id and the keys that vary")
-    p.add_argument("--utilisation", type=_fraction, default=None, help="assumed GPU utilisation (default: the preset's)")
+    p.add_argument("--utilisation", type=_fraction, default=None,
+                   help="assumed GPU utilisation (default: the preset's)")
     p.add_argument("--measured", default=None, metavar="SUMMARY",
                    help="calibrate the utilisation from a measured run (its summary.json or run folder)")
     p.set_defaults(func=_cells)

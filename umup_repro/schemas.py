@@ -3,8 +3,9 @@
 A summary is a pydantic model: its numbers are numbers (never `"abc"`, `true` or a numeric
 string), losses finite or null, counts non-negative integers; the flattened config and provenance
 it also carries pass through unchecked. Rows are checked a whole table at a time (one pandas
-parse: aggregating thousands of runs stays fast; pandas is imported only then): step and tokens non-negative integers, lr and
-rms numbers, losses numbers or empty; in a run not marked diverged every number finite.
+parse: aggregating thousands of runs stays fast; pandas is imported only then): step and tokens
+non-negative integers, lr and rms numbers, losses numbers or empty; in a run not marked diverged
+every number finite.
 `RowsError` names the file, line and field.
 """
 
