@@ -84,11 +84,18 @@ def test_a_second_refused_checkpoint_does_not_replace_the_first(cfg, tmp_path):
     assert (out / "checkpoints" / "last.ckpt.unusable-2").exists() and not marker.exists()
 
 
-def test_lightning_resumes_with_weights_only():
-    """Lightning's own load on resume is restricted too (it unpickles the file a second time)."""
-    import inspect
+def test_lightning_resumes_with_weights_only(cfg, tmp_path, monkeypatch):
+    """Lightning's own load on resume is restricted too (it unpickles the file a second time): with
+    our check bypassed, the payload still does not run (in-process: the check is patched out)."""
+    from umup_repro import verify
+    from umup_repro.cli import main as cli_main
 
-    from umup_repro import train
-
-    source = inspect.getsource(train._train)
-    assert "weights_only=True" in source and "weights_only=False" not in source
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    first = subprocess.run(train_cmd(cfg, out), env=ENV, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    (out / "summary.json").unlink()
+    _write_payload(out / "checkpoints" / "last.ckpt", marker, "torch")
+    monkeypatch.setattr(verify, "checkpoint_problem", lambda path, cell: None)  # as if a file changed after the check
+    with pytest.raises(Exception, match="Weights only load failed"):
+        cli_main(["train", str(cfg), "--out", str(out), "--progress", "none"])
+    assert not marker.exists()

@@ -29,7 +29,9 @@ COORD_CHECK = {
 }
 
 # Captions of the figures in `snakemake --report`.
-FIGURE_CAPTIONS = yaml.safe_load((Path(workflow.basedir) / "workflow/report/captions.yaml").read_text())
+from umup_repro import safe_yaml  # (refuses a key given twice, like every YAML the project reads)
+
+FIGURE_CAPTIONS = safe_yaml.load((Path(workflow.basedir) / "workflow/report/captions.yaml").read_text())
 
 FIGURE_MAP = {
     name: list(sweeps or [])
