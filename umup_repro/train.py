@@ -65,6 +65,8 @@ def _stop_signals(module) -> Iterator[None]:
 
     def handler(signum, _frame):
         module.stop_signal = signum
+        if signum == signal.SIGINT:  # a second Ctrl-C stops at once, without the checkpoint
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     for name in STOP_SIGNALS:
         sig = getattr(signal, name)
