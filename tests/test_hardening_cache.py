@@ -134,3 +134,13 @@ def test_a_tokenizer_replaced_at_the_same_path_gets_a_new_token_cache(cache, tmp
     assert second.returncode == 0 and "tokenizing" in second.stderr, second.stderr  # rebuilt, not reused
     metrics = [(tmp_path / r / "metrics.csv").read_text() for r in ("a", "b")]
     assert metrics[0] != metrics[1]
+
+
+def test_a_trained_tokenizer_changed_in_the_cache_is_refused(cache, tmp_path):
+    cfg, root, _ = cache
+    bpe = next((root / "tokenizers").glob("bpe*.json"))
+    assert (bpe.parent / (bpe.name + ".sha256")).exists()  # recorded when trained (or first used)
+    bpe.write_text(bpe.read_text().replace('"<|endoftext|>"', '"<|endoftext|>" ', 1))  # same tokenizer, edited
+    for entry in (root / "tokens").iterdir():  # the tokenizer is read when token arrays are built
+        entry.unlink()
+    refused(train(cfg, root, tmp_path / "run"), str(bpe), "does not match")

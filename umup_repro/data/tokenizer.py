@@ -29,6 +29,7 @@ def get_tokenizer(config: RunConfig) -> Tokenizer:
     or a local tokenizer.json / folder holding one)."""
     if config.data.tokenizer == "bpe":
         path = build_once(bpe_path(config), lambda p: _train_bpe(config, p))
+        _check_digest(path)
         tokenizer = _tokenizer_file(path)
     else:
         tokenizer = _hub_tokenizer(config.data.tokenizer)
@@ -92,7 +93,29 @@ def _train_bpe(config: RunConfig, path: Path) -> None:
     tokenizer.train_from_iterator(_first_chars(docs, BPE_TRAIN_CHARS), trainer)
     say(f"tokenizer trained in {time.perf_counter() - start:.1f} s")
     BUILD_COUNTS["train_bpe"] += 1
-    write_text(path, tokenizer.to_str())
+    text = tokenizer.to_str()
+    write_text(_digest_path(path), hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n")  # (published first)
+    write_text(path, text)
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _check_digest(path: Path) -> None:
+    """A cached BPE must be the file that was trained: its SHA-256 is recorded beside it (an entry
+    from before digests gets one now); DataUnavailableError naming the file otherwise."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    recorded = _digest_path(path)
+    if not recorded.exists():
+        try:
+            write_text(recorded, digest + "\n")
+        except OSError:  # a read-only shared cache
+            pass
+        return
+    if recorded.read_text(encoding="utf-8").strip() != digest:
+        raise DataUnavailableError(f"tokenizer cache {path}: its content does not match {recorded.name} (changed"
+                                   f" after it was trained); delete both and rerun: it is trained again")
 
 
 def _first_chars(docs: Iterable[str], limit: int) -> Iterator[str]:
