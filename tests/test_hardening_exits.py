@@ -163,3 +163,19 @@ def test_os_errors_outside_paths_stay_bugs():
     assert "no space" in user_error_message(OSError(28, "No space left on device", "f.csv"))
     assert user_error_message(KeyError("x")) is None
     assert os.strerror(36) in user_error_message(OSError(36, os.strerror(36), "p"))
+
+
+def test_damaged_tables_and_bad_options_are_named(cfg, tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    for sweep in ("lr_width", "hp_pairs"):
+        (tables / f"{sweep}.csv").write_bytes(b'cell,x\n"unclosed\n')
+    assert_user_error(umup("aggregate", "--preset", "smoke", "--sweep", "lr_width", "--tables", tables,
+                           "--transfer-summary", tmp_path / "t.csv"), str(tables / "lr_width.csv"))
+    assert_user_error(umup("transfer-error", "--preset", "smoke", "--sweep", "hp_pairs", "--tables", tables,
+                           "--out", tmp_path / "te.csv"), str(tables / "hp_pairs.csv"))
+    (tables / "transfer_summary.csv").write_bytes(b'cell,x\n"unclosed\n')
+    assert_user_error(umup("claims", "--tables", tables, "--out", tmp_path / "c.csv"), "transfer_summary.csv")
+    assert_user_error(umup("train", cfg, "--out", tmp_path / "r", "--log", tmp_path, "--progress", "none"), "--log")
+    assert_user_error(umup("bench-data", "--batches", "-1"), "--batches")
+    assert not (tmp_path / "r").exists()

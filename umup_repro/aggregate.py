@@ -231,7 +231,12 @@ def write_transfer_summary(tables: str | Path, specs: Mapping[str, Mapping], out
         if not path.is_file():
             raise MissingRunsError(f"{path}: the table of sweep {sweep} is missing; aggregate the sweep first"
                                    f" (umup-repro aggregate --sweep {sweep} --tables {tables})")
-        frames.append(transfer_summary(pd.read_csv(path), sweep, spec))
+        try:
+            table = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise MissingRunsError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]});"
+                                   f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})") from None
+        frames.append(transfer_summary(table, sweep, spec))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRANSFER_COLUMNS)
     write_text(out, result.to_csv(index=False))
     return result

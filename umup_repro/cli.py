@@ -93,6 +93,13 @@ def _widths(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def _fraction(text: str) -> float:
     """--utilisation: a number in (0, 1]."""
     try:
@@ -192,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-data", help="corpus size, loader batches/s vs one training step (builds the token cache)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. data.corpus=wikitext103 (repeatable)")
-    p.add_argument("--batches", type=int, default=2000, help="loader batches to time")
+    p.add_argument("--batches", type=_positive, default=2000, help="loader batches to time")
     p.add_argument("--steps", type=int, default=5, help="training steps to time")
     p.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
     p.set_defaults(func=_bench_data)
@@ -345,7 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     command = f"umup-repro {args.command}"
-    with _appended_log(getattr(args, "log", None), command):
+    log = contextlib.ExitStack()
+    try:
+        log.enter_context(_appended_log(getattr(args, "log", None), command))
+    except OSError as err:
+        from umup_repro.errors import os_error_message
+
+        print(f"{command}: error: --log {os_error_message(err) or err}", file=sys.stderr, flush=True)
+        return 2
+    with log:
         return _run(args, command)
 
 
