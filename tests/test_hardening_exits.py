@@ -179,3 +179,13 @@ def test_damaged_tables_and_bad_options_are_named(cfg, tmp_path):
     assert_user_error(umup("train", cfg, "--out", tmp_path / "r", "--log", tmp_path, "--progress", "none"), "--log")
     assert_user_error(umup("bench-data", "--batches", "-1"), "--batches")
     assert not (tmp_path / "r").exists()
+
+
+def test_tables_without_the_columns_read_are_named(tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "lr_width.csv").write_text("cell,x\n1,2\n")
+    assert_user_error(umup("aggregate", "--preset", "smoke", "--sweep", "lr_width", "--tables", tables,
+                           "--transfer-summary", tmp_path / "t.csv"), str(tables / "lr_width.csv"), "model.width")
+    assert_user_error(umup("plot", "transfer_width", "--tables", tables, "--sweeps", "lr_width", "--out",
+                           tmp_path / "f.pdf"), "column")

@@ -236,6 +236,12 @@ def write_transfer_summary(tables: str | Path, specs: Mapping[str, Mapping], out
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise MissingRunsError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]});"
                                    f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})") from None
+        needed = [spec["axis"], LOSS, "diverged", *spec.get("group", ["parametrization"])]
+        needed += [spec.get("hp", "train.lr")]
+        lacking = [c for c in needed if c not in table.columns]
+        if lacking:
+            raise MissingRunsError(f"{path}: no column {lacking[0]!r} (damaged, or written by another version);"
+                                   f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})")
         frames.append(transfer_summary(table, sweep, spec))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRANSFER_COLUMNS)
     write_text(out, result.to_csv(index=False))

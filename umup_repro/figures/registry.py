@@ -92,6 +92,9 @@ def main(args) -> int:
         result = plot(args.name, args.tables, sweeps or None, args.out)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"umup-repro plot {args.name}: {err}") from None
+    except KeyError as err:  # a table without a column the figure reads: damaged or another version's
+        raise SystemExit(f"umup-repro plot {args.name}: a table under {args.tables} has no column {err}; aggregate"
+                         " its sweep again (umup-repro aggregate)") from None
     out = Path(args.out) if args.out else Path("figures") / f"{args.name}.pdf"
     if args.data:
         from umup_repro.analyses._common import write_table
