@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Iterator
+
+from umup_repro.errors import UserExit, appended_log, user_error_message
 
 
 def _coord_check(args: argparse.Namespace) -> int:
@@ -278,75 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# User errors (README, "Exit codes"): exit 2 with one message naming the field, file or folder, and
-# no traceback. Recognised by class name, so that recognising them imports nothing.
-USER_ERRORS = frozenset({
-    "umup_repro.errors.UserError", "umup_repro.config.ConfigError", "umup_repro.grid.PresetError",
-    "umup_repro.run_folder.CellError", "umup_repro.verify.ReadBackError", "umup_repro.loggers.LoggerError",
-    "umup_repro.aggregate.MissingRunsError", "umup_repro.aggregate.MixedCodeError",
-    "umup_repro.data.corpora.DataUnavailableError", "yaml.error.YAMLError",
-})
-class _UserExit(SystemExit):
-    """Exit 2 after a message was printed; str() is the message (SystemExit(text) would exit 1)."""
-
-    def __init__(self, message: str):
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def user_error_message(err: BaseException) -> str | None:
-    """The one-line message of a user error, or None for a bug (which keeps its traceback)."""
-    from umup_repro.errors import os_error_message
-
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(err).__mro__}
-    if names & USER_ERRORS:
-        return str(err)
-    return os_error_message(err) if isinstance(err, OSError) else None
-
-
-class _Tee:
-    """A text stream that writes to the console stream and to a log file."""
-
-    def __init__(self, stream, log):
-        self.stream, self.log = stream, log
-
-    def write(self, text: str) -> int:
-        self.log.write(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.log.flush()
-        self.stream.flush()
-
-    def __getattr__(self, name: str):  # isatty, fileno, encoding, ...: the console's
-        return getattr(self.stream, name)
-
-
-@contextlib.contextmanager
-def _appended_log(path: str | None, command: str) -> Iterator[None]:
-    """With `--log FILE`: this process's output also goes to FILE, opened to append (O_APPEND:
-    two processes' lines can interleave, never overwrite each other), after a header line."""
-    if not path:
-        yield
-        return
-    import os
-    import time
-    from pathlib import Path
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", buffering=1) as log:
-        log.write(f"== {command}, pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        streams = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
-        try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = streams
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors exit 2 with a one-line message, Ctrl-C 130 (`train` first
     checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback."""
@@ -354,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     command = f"umup-repro {args.command}"
     log = contextlib.ExitStack()
     try:
-        log.enter_context(_appended_log(getattr(args, "log", None), command))
+        log.enter_context(appended_log(getattr(args, "log", None), command))
     except OSError as err:
         from umup_repro.errors import os_error_message
 
@@ -373,7 +305,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     except SystemExit as err:
         if isinstance(err.code, str):  # a command's own refusal: a user error too
             print(err.code, file=sys.stderr, flush=True)
-            raise _UserExit(err.code) from None
+            raise UserExit(err.code) from None
         raise
     except Exception as err:  # noqa: BLE001 - sorted below: a user error, or a bug re-raised
         message = user_error_message(err)
