@@ -216,13 +216,15 @@ def remove_checkpoints(out: Path) -> None:
     """Remove checkpoints/ of a completed run, except the refused checkpoints moved aside
     (`last.ckpt.unusable*`, train.py): they are kept for inspection, never lost."""
     folder = out / CHECKPOINT.parent
-    kept = [p for p in folder.glob(f"{CHECKPOINT.name}.unusable*")] if folder.is_dir() else []
+    kept = set(folder.glob(f"{CHECKPOINT.name}.unusable*")) if folder.is_dir() else set()
     if not kept:
         shutil.rmtree(folder, ignore_errors=True)
         return
-    for path in folder.iterdir():
-        if path not in kept:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for path in set(folder.iterdir()) - kept:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _sweep_name(out: Path, sweep: Optional[str]) -> str:

@@ -7,9 +7,9 @@ back (umup_repro/verify.py; an unusable one is moved aside and the cell starts o
 warning); the summary, written last, completes the folder.
 
 A SIGKILLed run rerun with the same command continues from its last checkpoint and ends with the
-same bytes in metrics.csv as an uninterrupted run (on CPU, fp32). SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 save
-a checkpoint at the end of the current step and exit with 128 + the signal number, without a
-summary, so a requeued job resumes.
+same bytes in metrics.csv as an uninterrupted run (on CPU, fp32). SIGTERM, SIGINT (Ctrl-C), SIGUSR1
+and SIGUSR2 save a checkpoint at the end of the current step and exit with 128 + the signal number,
+without a summary, so a requeued job resumes.
 
 Divergence: a training loss that is NaN, infinite or above `train.diverge_loss` ends the run: the
 rows so far and a summary with `diverged: true` are written and the exit code is 0, so a sweep
