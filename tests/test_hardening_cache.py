@@ -117,7 +117,7 @@ def _small_bpe(path: Path, vocab: int, text: str) -> None:
 
 
 def test_a_tokenizer_replaced_at_the_same_path_gets_a_new_token_cache(cache, tmp_path):
-    from umup_repro.config import resolve_config
+    from umup_repro.core.config import resolve_config
     from umup_repro.data import token_path
 
     cfg, root, _ = cache

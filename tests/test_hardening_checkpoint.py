@@ -15,8 +15,8 @@ import torch
 
 from test_faults import train_cmd
 from test_hostile import ENV, TINY, cfg  # noqa: F401 (cfg: the fixture)
-from umup_repro.config import config_hash, resolve_config
-from umup_repro.verify import checkpoint_problem, read_summary
+from umup_repro.core.config import config_hash, resolve_config
+from umup_repro.training.run_format import checkpoint_problem, read_summary
 
 
 class _Payload:
@@ -87,7 +87,7 @@ def test_a_second_refused_checkpoint_does_not_replace_the_first(cfg, tmp_path):
 def test_lightning_resumes_with_weights_only(cfg, tmp_path, monkeypatch):
     """Lightning's own load on resume is restricted too (it unpickles the file a second time): with
     our check bypassed, the payload still does not run (in-process: the check is patched out)."""
-    from umup_repro import verify
+    from umup_repro.training import run_format as verify
     from umup_repro.cli import main as cli_main
 
     out, marker = tmp_path / "run", tmp_path / "pwned"

@@ -157,7 +157,7 @@ def test_ctrl_c_in_other_commands_exits_130_with_a_message(tmp_path):
 
 
 def test_os_errors_outside_paths_stay_bugs():
-    from umup_repro.errors import user_error_message
+    from umup_repro.core.errors import user_error_message
 
     assert user_error_message(OSError(5, "Input/output error")) is None  # EIO: not the user's
     assert "no space" in user_error_message(OSError(28, "No space left on device", "f.csv"))

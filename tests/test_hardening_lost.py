@@ -47,7 +47,7 @@ def test_a_different_config_names_parametrization_first_not_its_hp_defaults(tmp_
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(yaml.safe_dump(TINY))
     b.write_text(yaml.safe_dump({**TINY, "parametrization": "sp"}))
-    from umup_repro.config import config_to_dict, resolve_config
+    from umup_repro.core.config import config_to_dict, resolve_config
 
     out.mkdir()
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(resolve_config(TINY)), sort_keys=False))
@@ -75,7 +75,7 @@ def test_warmup_not_below_steps_is_warned_about(tmp_path):
 
 
 def test_presets_keep_warmup_below_steps():
-    from umup_repro.grid import expand_preset
+    from umup_repro.sweeps.grid import expand_preset
 
     for preset in ("smoke", "tiny", "paper", "large", "scale", "large_smoke"):
         for cells in expand_preset(preset).values():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from test_hostile import ENV, TINY
-from umup_repro import safe_yaml
+from umup_repro.core import safe_yaml
 
 UMUP = [sys.executable, "-m", "umup_repro.cli"]
 HEAD = """\
@@ -79,7 +79,7 @@ def test_train_config_and_run_folder_config_with_a_key_twice_are_refused(tmp_pat
     assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
     folder = tmp_path / "folder"
     folder.mkdir()
-    from umup_repro.config import config_to_dict, resolve_config
+    from umup_repro.core.config import config_to_dict, resolve_config
 
     (folder / "config.yaml").write_text(yaml.safe_dump(config_to_dict(resolve_config(TINY)), sort_keys=False)
                                         + "parametrization: sp\n")
@@ -129,8 +129,8 @@ def test_proxies_on_a_log2_axis_or_from_set_are_accepted(tmp_path):
 
 
 def test_transfer_summary_refuses_a_proxy_its_table_lacks():
-    from umup_repro.aggregate import transfer_summary
-    from umup_repro.errors import UserError
+    from umup_repro.results.aggregate import transfer_summary
+    from umup_repro.core.errors import UserError
 
     table = pd.DataFrame({"model.width": [32, 32, 64, 64], "train.lr": [0.5, 2.0, 0.5, 2.0],
                           "final_val_loss": [3.0, 2.0, 3.0, 2.5], "diverged": [False] * 4,

@@ -1,5 +1,5 @@
 """Issue 27, tables: summaries and metrics/RMS rows are validated by type and finiteness
-(umup_repro/schemas.py) before they enter a table; a damaged file is refused naming file and
+(umup_repro/training/run_schema.py) before they enter a table; a damaged file is refused naming file and
 field. Real `umup-repro aggregate` / `train --copy-from` processes on written run folders.
 """
 
@@ -15,8 +15,8 @@ import yaml
 
 from run_folders import write_run_folder
 from test_hostile import ENV, PRESET_BASE, TINY
-from umup_repro.config import config_to_dict, flatten_config
-from umup_repro.grid import expand_sweep
+from umup_repro.core.config import config_to_dict, flatten_config
+from umup_repro.sweeps.grid import expand_sweep
 
 UMUP = [sys.executable, "-m", "umup_repro.cli"]
 

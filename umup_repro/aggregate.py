@@ -22,7 +22,7 @@ import pandas as pd
 
 from umup_repro.atomic import write_text
 from umup_repro.grid import Cell
-from umup_repro.schemas import RowsError, check_rows
+from umup_repro.training.run_schema import RowsError, check_rows
 from umup_repro.replicates import add_replicate_columns, by_value as replicate_losses, optimum_share, stats
 from umup_repro.stability import with_setting
 from umup_repro.verify import ReadBackError, check_tables, read_summary
@@ -118,7 +118,7 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
     by_id, long = {c.id: c for c in cells}, {}
     for kind, filename in LONG_TABLES.items():
         long[kind] = _long_table([c for c in cells if not c.alias], runs, filename)
-        try:  # every row typed, finite unless its run diverged (umup_repro/schemas.py), before any is written
+        try:  # every row typed, finite unless its run diverged (umup_repro/training/run_schema.py), before any is written
             check_rows(long[kind], filename, diverged=lambda c: summaries[c]["diverged"],
                        file_of=lambda c, f=filename: run_dir(runs, by_id[c]) / f)
         except RowsError as err:
@@ -216,7 +216,7 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
                     **_sureness(by_value[v], hp_name, opt),
                 })
     if not rows and len(table) and "proxy" in spec:  # (preset checks refuse such a proxy when loaded)
-        from umup_repro.errors import UserError
+        from umup_repro.core.errors import UserError
 
         raise UserError(f"sweep {sweep}: transfer.proxy {spec['proxy']!r} is not a value of {axis} in its table"
                         f" (values: {', '.join(map(str, sorted(table[axis].map(_numeric).unique())[:12]))})")

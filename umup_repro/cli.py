@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from umup_repro.errors import UserExit, appended_log, user_error_message
+from umup_repro.core.errors import UserExit, appended_log, user_error_message
 
 
 def _coord_check(args: argparse.Namespace) -> int:
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log.enter_context(appended_log(getattr(args, "log", None), command))
     except OSError as err:
-        from umup_repro.errors import os_error_message
+        from umup_repro.core.errors import os_error_message
 
         print(f"{command}: error: --log {os_error_message(err) or err}", file=sys.stderr, flush=True)
         return 2

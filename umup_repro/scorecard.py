@@ -74,7 +74,7 @@ def main(args) -> int:
     only = args.inputs if args.inputs is not None else None
     missing = [p for p in only or [] if not Path(p).is_file()]
     if missing:
-        from umup_repro.errors import UserError
+        from umup_repro.core.errors import UserError
 
         raise UserError(f"--inputs: {missing[0]} does not exist (aggregate the sweeps first, or leave --inputs out)")
     card = scorecard(args.tables, only)

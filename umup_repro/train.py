@@ -219,7 +219,7 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
         val = validation_batches(tokens["validation"], batch_size=t.batch_size, seq_len=m.seq_len,
                                  n_batches=config.data.val_batches)
     except (DataUnavailableError, ValueError, OSError) as err:
-        from umup_repro.errors import os_error_message
+        from umup_repro.core.errors import os_error_message
 
         text = (os_error_message(err) if isinstance(err, OSError) else None) or err
         raise CellError(f"data ({config.data.corpus}): {text}") from err

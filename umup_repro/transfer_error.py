@@ -103,7 +103,7 @@ def write_table(config: Mapping[str, Any], sweeps: list[str], tables: str | Path
         try:
             table = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            from umup_repro.errors import UserError
+            from umup_repro.core.errors import UserError
 
             raise UserError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]})") from None
         rows += pair_rows(table, sweep, config["sweeps"][sweep], config.get("defaults", {}))

@@ -3,7 +3,7 @@
 A file can be damaged after it was written whole (a disk error, a user's edit, a copy cut short,
 a file deleted by hand), so a reader verifies before use: a summary must parse and belong to the
 folder's cell (`cell` and `config_hash`), metrics.csv must hold one row per step the summary says
-was run, rms.csv must exist, every number be a number and finite (umup_repro/schemas.py), and a
+was run, rms.csv must exist, every number be a number and finite (umup_repro/training/run_schema.py), and a
 checkpoint must load safely and belong to the cell. Each failure is a
 `ReadBackError` whose message names the file and the fix. torch is imported only to check a
 checkpoint.
@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from umup_repro.schemas import summary_problem
+from umup_repro.training.run_schema import summary_problem
 
 
 class ReadBackError(ValueError):
@@ -41,7 +41,7 @@ def read_summary(path: Path, cell: str) -> dict[str, Any]:
     if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
             or not isinstance(summary.get("diverged"), bool)):
         raise ReadBackError(f"{path}: steps_done or diverged missing or invalid; {fix}")
-    problem = summary_problem(summary)  # every number a number, losses finite (umup_repro/schemas.py)
+    problem = summary_problem(summary)  # every number a number, losses finite (umup_repro/training/run_schema.py)
     if problem is not None:
         raise ReadBackError(f"{path}: {problem}; {fix}")
     return summary
@@ -73,9 +73,9 @@ def check_tables(folder: Path, summary: dict[str, Any]) -> None:
 
 def check_rows_of(folder: Path, summary: dict[str, Any]) -> None:
     """Every row of metrics.csv and rms.csv typed and finite (NaN and inf only in a diverged run):
-    umup_repro/schemas.py; ReadBackError naming file, line and field. (aggregate checks its long
+    umup_repro/training/run_schema.py; ReadBackError naming file, line and field. (aggregate checks its long
     tables the same way, a sweep at a time.)"""
-    from umup_repro.schemas import RowsError, check_rows
+    from umup_repro.training.run_schema import RowsError, check_rows
 
     folder = Path(folder)
     for name in ("metrics.csv", "rms.csv"):

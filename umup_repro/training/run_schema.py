@@ -1,4 +1,4 @@
-"""What a run folder's summary.json and rows must hold, by type and finiteness (umup_repro/verify.py).
+"""What a run folder's summary.json and rows must hold, by type and finiteness (umup_repro/training/run_format.py).
 
 A summary is a pydantic model: its numbers are numbers (never `"abc"`, `true` or a numeric
 string), losses finite or null, counts non-negative integers; the flattened config and provenance

@@ -36,9 +36,9 @@ def os_error_message(err: OSError) -> str | None:
 # User errors (README, "Exit codes"): exit 2 with one message naming the field, file or folder, and
 # no traceback. Recognised by class name, so that recognising them imports nothing.
 USER_ERRORS = frozenset({
-    "umup_repro.errors.UserError", "umup_repro.config.ConfigError", "umup_repro.grid.PresetError",
-    "umup_repro.run_folder.CellError", "umup_repro.verify.ReadBackError", "umup_repro.loggers.LoggerError",
-    "umup_repro.aggregate.MissingRunsError", "umup_repro.aggregate.MixedCodeError",
+    "umup_repro.core.errors.UserError", "umup_repro.core.config.ConfigError", "umup_repro.sweeps.presets.PresetError",
+    "umup_repro.training.run_format.CellError", "umup_repro.training.run_format.ReadBackError", "umup_repro.training.loggers.LoggerError",
+    "umup_repro.results.aggregate.MissingRunsError", "umup_repro.results.aggregate.MixedCodeError",
     "umup_repro.data.corpora.DataUnavailableError", "yaml.error.YAMLError",
 })
 
