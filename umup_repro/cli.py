@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+
+from umup_repro.core.errors import UserExit, appended_log, user_error_message
 
 
 def _coord_check(args: argparse.Namespace) -> int:
@@ -83,6 +86,32 @@ def _bench_dag(args: argparse.Namespace) -> int:
     return bench_dag_main(args)
 
 
+def _widths(text: str) -> str:
+    """--widths: comma-separated positive integers (argparse names the option otherwise, exit 2)."""
+    for w in (w.strip() for w in text.split(",") if w.strip()):
+        if not w.isdigit() or int(w) < 1:
+            raise argparse.ArgumentTypeError(f"{w!r} is not a positive integer (widths: e.g. 64,128,256)")
+    return text
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _fraction(text: str) -> float:
+    """--utilisation: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1] (a fraction of peak, e.g. 0.3)")
+    return value
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every option's default after its help text (options without help get it too)."""
 
@@ -121,11 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", default=None, help="expected cell id: refuse to train if the config hashes otherwise")
     p.add_argument("--copy-from", default=None, metavar="DIR",
                    help="copy a complete run of the same cell from DIR instead of training (cells shared by sweeps)")
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="also append this run's output to FILE, each attempt headed by its pid and time; never"
+                        " truncated, so a job refused because the cell is in use cannot erase the running job's log")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
     p.add_argument("--parametrization", required=True, choices=PARAMETRIZATIONS, help="parametrization to check")
-    p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths")
+    p.add_argument("--widths", default="64,128,256,512,1024", type=_widths, help="comma-separated widths")
     p.add_argument("--depth", type=int, default=2, help="transformer blocks")
     p.add_argument("--steps", type=int, default=4, help="Adam steps after initialisation")
     p.add_argument("--lr", type=float, default=None, help="global LR (default: a per-parametrization value)")
@@ -157,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-data", help="corpus size, loader batches/s vs one training step (builds the token cache)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. data.corpus=wikitext103 (repeatable)")
-    p.add_argument("--batches", type=int, default=2000, help="loader batches to time")
+    p.add_argument("--batches", type=_positive, default=2000, help="loader batches to time")
     p.add_argument("--steps", type=int, default=5, help="training steps to time")
     p.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
     p.set_defaults(func=_bench_data)
@@ -177,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
     p.add_argument("--sweep", action="append", default=None, help="only this sweep (repeatable)")
     p.add_argument("--list", action="store_true", help="one line per cell: id and the keys that vary")
-    p.add_argument("--utilisation", type=float, default=None, help="assumed GPU utilisation (default: the preset's)")
+    p.add_argument("--utilisation", type=_fraction, default=None,
+                   help="assumed GPU utilisation (default: the preset's)")
     p.add_argument("--measured", default=None, metavar="SUMMARY",
                    help="calibrate the utilisation from a measured run (its summary.json or run folder)")
     p.set_defaults(func=_cells)
@@ -236,8 +269,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors exit 2 with a one-line message, Ctrl-C 130 (`train` first
+    checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    command = f"umup-repro {args.command}"
+    log = contextlib.ExitStack()
+    try:
+        log.enter_context(appended_log(getattr(args, "log", None), command))
+    except OSError as err:
+        from umup_repro.core.errors import os_error_message
+
+        print(f"{command}: error: --log {os_error_message(err) or err}", file=sys.stderr, flush=True)
+        return 2
+    with log:
+        return _run(args, command)
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{command}: interrupted (SIGINT)", file=sys.stderr, flush=True)
+        return 130
+    except SystemExit as err:
+        if isinstance(err.code, str):  # a command's own refusal: a user error too
+            print(err.code, file=sys.stderr, flush=True)
+            raise UserExit(err.code) from None
+        raise
+    except Exception as err:  # noqa: BLE001 - sorted below: a user error, or a bug re-raised
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"{command}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -105,8 +105,22 @@ def _text_files(data: DataConfig, split: str) -> Iterator[str]:
                               **({"sample_by": "paragraph"} if builder == "text" else {}))
         for builder, files in groups.items()
     ]
-    docs = (doc.strip() for stream in streams for doc in _texts(stream) if doc.strip())
+    docs = (doc.strip() for (builder, files), stream in zip(groups.items(), streams)
+            for doc in _named_texts(stream, files) if doc.strip())
     return _carve(docs, split, data.val_fraction)
+
+
+def _named_texts(stream, files: list[str]) -> Iterator[str]:
+    """`_texts` of local files; DataUnavailableError naming the files when one has no `text`
+    column or is not UTF-8 text (`datasets` reads them lazily, so this is where it fails)."""
+    named = files[0] if len(files) == 1 else f"one of {', '.join(files)}"
+    try:
+        yield from _texts(stream)
+    except KeyError as err:
+        raise DataUnavailableError(f"data.files: {named}: no `text` column ({err}); JSONL and parquet files"
+                                   " need one document per row in a column named text") from None
+    except UnicodeDecodeError as err:
+        raise DataUnavailableError(f"data.files: {named}: not UTF-8 text ({err})") from None
 
 
 CORPORA: dict[str, Callable[[DataConfig, str], Iterator[str]]] = {

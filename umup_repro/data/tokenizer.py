@@ -6,6 +6,7 @@ later run loads the file instead of training again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -28,7 +29,8 @@ def get_tokenizer(config: RunConfig) -> Tokenizer:
     or a local tokenizer.json / folder holding one)."""
     if config.data.tokenizer == "bpe":
         path = build_once(bpe_path(config), lambda p: _train_bpe(config, p))
-        tokenizer = Tokenizer.from_file(str(path))
+        _check_digest(path)
+        tokenizer = _tokenizer_file(path)
     else:
         tokenizer = _hub_tokenizer(config.data.tokenizer)
     size = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -50,12 +52,20 @@ def eot_id(tokenizer: Tokenizer) -> int:
 
 
 def tokenizer_identity(config: RunConfig) -> dict[str, Any]:
-    """A trained BPE is named by its recipe and training text; a hub tokenizer by its name."""
+    """A trained BPE is named by its recipe and training text; a hub tokenizer by its name, a local
+    tokenizer file by its path and content."""
     if config.data.tokenizer == "bpe":
         return {"bpe": config.model.vocab_size, "format": FORMAT_VERSION, "train_chars": BPE_TRAIN_CHARS,
                 "trained_on": corpus_identity(config.data, "train")}
     p = Path(config.data.tokenizer).expanduser()
-    return {"hub": str(p.resolve()) if p.exists() else config.data.tokenizer}
+    if not p.exists():
+        return {"hub": config.data.tokenizer}
+    file = p / "tokenizer.json" if p.is_dir() else p
+    try:  # a local file is named by its content too: one replaced at the same path gets a new token cache
+        content = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    except OSError:
+        content = None  # (loading it fails later, naming the file)
+    return {"hub": str(p.resolve()), "sha256": content}
 
 
 def bpe_path(config: RunConfig) -> Path:
@@ -83,7 +93,29 @@ def _train_bpe(config: RunConfig, path: Path) -> None:
     tokenizer.train_from_iterator(_first_chars(docs, BPE_TRAIN_CHARS), trainer)
     say(f"tokenizer trained in {time.perf_counter() - start:.1f} s")
     BUILD_COUNTS["train_bpe"] += 1
-    write_text(path, tokenizer.to_str())
+    text = tokenizer.to_str()
+    write_text(_digest_path(path), hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n")  # (published first)
+    write_text(path, text)
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _check_digest(path: Path) -> None:
+    """A cached BPE must be the file that was trained: its SHA-256 is recorded beside it (an entry
+    from before digests gets one now); DataUnavailableError naming the file otherwise."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    recorded = _digest_path(path)
+    if not recorded.exists():
+        try:
+            write_text(recorded, digest + "\n")
+        except OSError:  # a read-only shared cache
+            pass
+        return
+    if recorded.read_text(encoding="utf-8").strip() != digest:
+        raise DataUnavailableError(f"tokenizer cache {path}: its content does not match {recorded.name} (changed"
+                                   f" after it was trained); delete both and rerun: it is trained again")
 
 
 def _first_chars(docs: Iterable[str], limit: int) -> Iterator[str]:
@@ -100,7 +132,7 @@ def _hub_tokenizer(name: str) -> Tokenizer:
     if p.is_dir():
         p = p / "tokenizer.json"
     if p.is_file():
-        return Tokenizer.from_file(str(p))
+        return _tokenizer_file(p)
     import huggingface_hub
 
     try:
@@ -111,4 +143,13 @@ def _hub_tokenizer(name: str) -> Tokenizer:
             f" network and the same HF_HOME run: hf download {name} tokenizer.json"
             " (or set data.tokenizer to the path of a tokenizer.json)"
         ) from err
-    return Tokenizer.from_file(file)
+    return _tokenizer_file(Path(file))
+
+
+def _tokenizer_file(path: Path) -> Tokenizer:
+    """A tokenizer.json, or DataUnavailableError naming the file."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for any bad file
+        raise DataUnavailableError(f"data.tokenizer: {path} is not a tokenizer.json file"
+                                   f" ({' '.join(str(err).split())[:160]})") from None

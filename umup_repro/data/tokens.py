@@ -1,11 +1,15 @@
 """The token cache: each split of the corpus as one memory-mapped array, documents joined by EOT.
 
 Built once per (corpus, split, tokenizer, dtype, max_tokens) into `tokens/` of the cache, keyed by
-a hash of those facts (computed from the config alone); afterwards only mapped.
+a hash of those facts (computed from the config alone); afterwards only mapped, and checked before
+use (`_checked`): its length against the sidecar's token count on every load, its content against
+the sidecar's SHA-256 whenever the file is new or changed (size, mtime, inode: then recorded as
+verified), its largest id against `model.vocab_size`. A cache entry that fails is refused, named.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -32,8 +36,49 @@ def token_arrays(config: RunConfig) -> dict[str, np.ndarray]:
     arrays = {}
     for split in SPLITS:
         path = build_once(token_path(config, split), lambda p, split=split: _build_tokens(config, split, p))
-        arrays[split] = np.memmap(path, dtype=token_dtype(config), mode="r")
+        arrays[split] = _checked(path, config)
     return arrays
+
+
+def _checked(path: Path, config: RunConfig) -> np.ndarray:
+    """The mapped token array at `path`, verified against its sidecar (see the module docstring);
+    DataUnavailableError naming the file otherwise."""
+    dtype, sidecar = token_dtype(config), path.with_suffix(".json")
+    fix = f"delete {path} and {sidecar.name}: the next run rebuilds them"
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+        expected = int(info["tokens"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataUnavailableError(f"token cache {sidecar}: missing or unreadable ({err.__class__.__name__}); {fix}")
+    size = path.stat().st_size
+    if size != expected * dtype.itemsize:
+        raise DataUnavailableError(f"token cache {path}: {size} bytes, but its {sidecar.name} gives {expected}"
+                                   f" tokens = {expected * dtype.itemsize} bytes (cut short?); {fix}")
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    if info.get("verified") != stamp:  # new, or changed since it was last verified
+        digest = _sha256(path)
+        if info.get("sha256") not in (None, digest):  # (entries built before hashes have none: recorded now)
+            raise DataUnavailableError(f"token cache {path}: its content does not match the SHA-256 in"
+                                       f" {sidecar.name} (changed after it was built); {fix}")
+        info.update(sha256=digest, max_id=int(tokens.max()) if len(tokens) else 0, verified=stamp)
+        try:
+            write_text(sidecar, json.dumps(info, indent=1))
+        except OSError:  # a read-only shared cache: verified again next time
+            pass
+    if int(info["max_id"]) >= config.model.vocab_size:
+        raise DataUnavailableError(f"token cache {path}: holds token id {info['max_id']}, outside model.vocab_size"
+                                   f" = {config.model.vocab_size}; {fix}")
+    return tokens
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def token_info(config: RunConfig) -> dict[str, dict[str, Any]]:
@@ -64,7 +109,8 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
     dtype = token_dtype(config)
     budget = config.data.max_tokens
     docs = documents(config.data, split)
-    n_tokens = n_docs = 0
+    n_tokens = n_docs = max_id = 0
+    digest = hashlib.sha256()
     say(f"tokenizing {config.data.corpus} ({split}) into the token cache; once, then memory-mapped: {path.name}")
     last_said = time.perf_counter()
     with atomic_path(path) as tmp:  # the .bin is published last: its presence means the entry is complete
@@ -76,7 +122,10 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
                     ids.append(eot)
                 if budget is not None:
                     ids = ids[: budget - n_tokens]
-                np.asarray(ids, dtype=dtype).tofile(f)
+                array = np.asarray(ids, dtype=dtype)
+                f.write(array.tobytes())  # (tofile's short write has no errno)
+                digest.update(array.tobytes())
+                max_id = max(max_id, int(array.max()) if len(array) else 0)
                 n_tokens += len(ids)
                 n_docs += len(chunk)
                 if time.perf_counter() - last_said > 10:
@@ -95,6 +144,8 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
             "tokens": n_tokens,
             "documents": n_docs,
             "dtype": dtype.name,
+            "sha256": digest.hexdigest(),  # checked before use (`_checked`)
+            "max_id": max_id,
             "build_seconds": round(time.perf_counter() - start, 3),
         }
         write_text(path.with_suffix(".json"), json.dumps(info, indent=1))

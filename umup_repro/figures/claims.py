@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 
@@ -71,6 +72,11 @@ def main(args) -> int:
     from umup_repro.core.atomic import write_table
 
     only = args.inputs if args.inputs is not None else None
+    missing = [p for p in only or [] if not Path(p).is_file()]
+    if missing:
+        from umup_repro.core.errors import UserError
+
+        raise UserError(f"--inputs: {missing[0]} does not exist (aggregate the sweeps first, or leave --inputs out)")
     card = scorecard(args.tables, only)
     write_table(card, args.out)
     if args.figure:

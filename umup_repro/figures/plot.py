@@ -48,10 +48,17 @@ def plot(name: str, tables: str | os.PathLike = "results/tables", sweeps: Sequen
 def main(args) -> int:
     """`umup-repro plot NAME`: draw it, print what it plotted, write that table with --data."""
     sweeps = [s for item in (args.sweeps or []) for s in str(item).split(",") if s]
+    for option, path in (("--out", args.out), ("--data", args.data)):
+        if path and Path(path).is_dir():
+            raise SystemExit(f"umup-repro plot {args.name}: {option} {path} is a folder; give a file path"
+                             f" (e.g. {Path(path) / (args.name + ('.pdf' if option == '--out' else '.csv'))})")
     try:
         result = plot(args.name, args.tables, sweeps or None, args.out)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"umup-repro plot {args.name}: {err}") from None
+    except KeyError as err:  # a table without a column the figure reads: damaged or another version's
+        raise SystemExit(f"umup-repro plot {args.name}: a table under {args.tables} has no column {err}; aggregate"
+                         " its sweep again (umup-repro aggregate)") from None
     out = Path(args.out) if args.out else Path("figures") / f"{args.name}.pdf"
     if args.data:
         from umup_repro.core.atomic import write_table

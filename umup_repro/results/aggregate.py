@@ -25,6 +25,7 @@ from umup_repro.sweeps.grid import Cell
 from umup_repro.results.replicates import add_replicate_columns, by_value as replicate_losses, optimum_share, stats
 from umup_repro.results.stability import with_setting
 from umup_repro.training.run_format import ReadBackError, check_tables, read_summary
+from umup_repro.training.run_schema import RowsError, check_rows
 
 LOSS = "final_val_loss"
 LONG_TABLES = {"metrics": "metrics.csv", "rms": "rms.csv"}
@@ -114,8 +115,16 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
         rows.append(summary_row(c, summary))
     check_one_code_version(sweep, summaries, runs)
     table = add_replicate_columns(pd.DataFrame(rows), cells)
+    by_id, long = {c.id: c for c in cells}, {}
     for kind, filename in LONG_TABLES.items():
-        write_text(tables / kind / f"{sweep}.csv", _long_table([c for c in cells if not c.alias], runs, filename))
+        long[kind] = _long_table([c for c in cells if not c.alias], runs, filename)
+        try:  # every row typed, finite unless its run diverged (umup_repro/training/run_schema.py), before any is written
+            check_rows(long[kind], filename, diverged=lambda c: summaries[c]["diverged"],
+                       file_of=lambda c, f=filename: run_dir(runs, by_id[c]) / f)
+        except RowsError as err:
+            raise ReadBackError(f"{err}; delete that run folder and rerun the cell") from None
+    for kind, text in long.items():
+        write_text(tables / kind / f"{sweep}.csv", text)
     write_text(tables / f"{sweep}.csv", table.to_csv(index=False))
     return table
 
@@ -206,6 +215,11 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
                     "runs": len(by_value[v]), "diverged": int(by_value[v]["diverged"].astype(bool).sum()),
                     **_sureness(by_value[v], hp_name, opt),
                 })
+    if not rows and len(table) and "proxy" in spec:  # (preset checks refuse such a proxy when loaded)
+        from umup_repro.core.errors import UserError
+
+        raise UserError(f"sweep {sweep}: transfer.proxy {spec['proxy']!r} is not a value of {axis} in its table"
+                        f" (values: {', '.join(map(str, sorted(table[axis].map(_numeric).unique())[:12]))})")
     return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
 
 
@@ -214,7 +228,21 @@ def write_transfer_summary(tables: str | Path, specs: Mapping[str, Mapping], out
     frames = []
     for sweep, spec in specs.items():
         path = Path(tables) / f"{sweep}.csv"
-        frames.append(transfer_summary(pd.read_csv(path), sweep, spec))
+        if not path.is_file():
+            raise MissingRunsError(f"{path}: the table of sweep {sweep} is missing; aggregate the sweep first"
+                                   f" (umup-repro aggregate --sweep {sweep} --tables {tables})")
+        try:
+            table = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise MissingRunsError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]});"
+                                   f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})") from None
+        needed = [spec["axis"], LOSS, "diverged", *spec.get("group", ["parametrization"])]
+        needed += [spec.get("hp", "train.lr")]
+        lacking = [c for c in needed if c not in table.columns]
+        if lacking:
+            raise MissingRunsError(f"{path}: no column {lacking[0]!r} (damaged, or written by another version);"
+                                   f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})")
+        frames.append(transfer_summary(table, sweep, spec))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRANSFER_COLUMNS)
     write_text(out, result.to_csv(index=False))
     return result
@@ -234,6 +262,10 @@ def main(args) -> int:
 
     try:
         config = load_preset(args.preset or default_preset())
+        unknown = [s for s in args.sweep or [] if s not in config["sweeps"]]
+        if unknown:
+            raise PresetError(f"--sweep {unknown[0]}: no such sweep in preset {config['preset']};"
+                              f" its sweeps: {', '.join(config['sweeps'])}")
         if args.transfer_summary:
             names = args.sweep or list(config["sweeps"])
             specs = {s: config["sweeps"][s]["transfer"] for s in names if "transfer" in config["sweeps"][s]}
@@ -241,6 +273,7 @@ def main(args) -> int:
             print(f"{args.transfer_summary}: {len(result)} rows from {len(specs)} sweeps")
             return 0
         names = args.sweep or list(config["sweeps"])
+        Path(args.tables).mkdir(parents=True, exist_ok=True)  # an unwritable --tables fails before any reading
         decisions = {s: load_decisions(getattr(args, "search_dir", "results/search"), s) for s in names}
         for sweep, cells in expand_preset(config, names, decisions).items():
             table = aggregate_sweep(cells, args.runs, args.tables)

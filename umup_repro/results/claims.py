@@ -65,6 +65,11 @@ def _read(tables: Path, rel: str, only: set[str] | None) -> pd.DataFrame | None:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:  # a damaged table: named, exit 2 (cli.py)
+        from umup_repro.core.errors import UserError
+
+        raise UserError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]}); rerun the rule"
+                        " that writes it") from None
     return df if len(df) else None
 
 

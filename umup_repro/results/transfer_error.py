@@ -100,7 +100,13 @@ def pair_rows(table: pd.DataFrame, sweep: str, spec: Mapping[str, Any], defaults
 def write_table(config: Mapping[str, Any], sweeps: list[str], tables: str | Path, out: str | Path) -> pd.DataFrame:
     rows = []
     for sweep in sweeps:
-        table = pd.read_csv(Path(tables) / f"{sweep}.csv")
+        path = Path(tables) / f"{sweep}.csv"
+        try:
+            table = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            from umup_repro.core.errors import UserError
+
+            raise UserError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]})") from None
         rows += pair_rows(table, sweep, config["sweeps"][sweep], config.get("defaults", {}))
     result = pd.DataFrame(rows, columns=COLUMNS)
     write_text(out, result.to_csv(index=False))

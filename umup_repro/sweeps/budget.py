@@ -75,6 +75,8 @@ def measured_utilisation(path: str | Path, compute: Mapping[str, Any]) -> tuple[
     over its own GPUs against its precision's peak on the preset's GPU."""
     p = Path(path)
     summary = json.loads(((p / "summary.json") if p.is_dir() else p).read_text(encoding="utf-8"))
+    if not isinstance(summary, dict):
+        raise ValueError(f"not a summary (a JSON {type(summary).__name__}, not an object)")
     config = resolve_config(json.loads(json.dumps(_unflatten(summary))))
     gpus = config.distributed.world_size
     achieved = float(summary["tokens_per_second"]) * flops_per_token(config) / gpus

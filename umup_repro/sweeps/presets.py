@@ -72,14 +72,14 @@ def validate_schema(config: Mapping[str, Any], where: str = "config") -> None:
     """Check the workflow config against workflow/schemas/config.schema.yaml (JSON Schema)."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    schema = safe_yaml.load(SCHEMA.read_text(encoding="utf-8"))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(dict(config)), key=lambda e: list(e.path))
     if errors:
         lines = []
         for e in errors[:5]:
             loc = ".".join(str(p) for p in e.absolute_path) or "(top level)"
             lines.append(f"{loc}: {e.message}")
-        raise PresetError(f"{where}: invalid workflow config:\n  " + "\n  ".join(lines))
+        raise PresetError(f"{where}: invalid workflow config: " + "; ".join(lines))  # one line
 
 
 def default_preset() -> str:

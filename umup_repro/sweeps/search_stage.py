@@ -29,6 +29,7 @@ from umup_repro.core.atomic import write_text
 from umup_repro.core.config import flatten_config, resolve_config
 from umup_repro.sweeps.grid import Cell, expand_sweep
 from umup_repro.sweeps.presets import PresetError, default_preset, load_preset
+from umup_repro.training.run_format import ReadBackError, read_summary
 
 STAGES = ("lr", "hp")  # the stages that are decided (combined is the last run, decided by nothing)
 SEARCH_DIR = "results/search"
@@ -50,8 +51,22 @@ def load_decisions(search_dir: str | Path, sweep: str) -> dict[str, dict[str, di
         path = decision_path(search_dir, sweep, stage)
         if not path.is_file():
             break
-        out[stage] = json.loads(path.read_text(encoding="utf-8"))["groups"]
+        out[stage] = _read_decision(path)
     return out
+
+
+def _read_decision(path: Path) -> dict[str, dict]:
+    """A decision file's `groups` ({group: {key: best value}}), checked; ReadBackError naming the
+    file otherwise (a damaged decision would silently steer the later stages)."""
+    fix = f"delete {path} and rerun the workflow (the stage is decided again from its runs)"
+    try:
+        groups = json.loads(path.read_text(encoding="utf-8"))["groups"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ReadBackError(f"{path}: not a readable stage decision ({err.__class__.__name__}: {err}); {fix}") from None
+    if not (isinstance(groups, dict) and all(isinstance(g, str) and isinstance(best, dict)
+                                             and all(isinstance(k, str) for k in best) for g, best in groups.items())):
+        raise ReadBackError(f"{path}: its groups are not {{group: {{key: best value}}}}; {fix}")
+    return groups
 
 
 def _log2_distance(value: Any, default: Any) -> float:
@@ -137,7 +152,13 @@ def decide(cells: list[Cell], stage: str, losses: Mapping[str, float | None],
 def write_stage(config: Mapping[str, Any], sweep: str, stage: str, runs: str | Path,
                 search_dir: str | Path, out: str | Path | None = None) -> dict:
     """Decide `stage` of every staged block of `sweep` from its finished runs; write the file."""
+    if sweep not in config["sweeps"]:
+        raise PresetError(f"--sweep {sweep}: no such sweep; the preset's sweeps: {', '.join(config['sweeps'])}")
     spec = config["sweeps"][sweep]
+    if not is_staged(spec):
+        staged = [s for s, v in config["sweeps"].items() if is_staged(v)]
+        raise PresetError(f"--sweep {sweep}: not a staged search (no `staged` block); staged sweeps:"
+                          f" {', '.join(staged) or 'none'}")
     decisions = load_decisions(search_dir, sweep)
     decisions = {s: decisions[s] for s in STAGES[:STAGES.index(stage)] if s in decisions}
     if len(decisions) < STAGES.index(stage):
@@ -149,7 +170,7 @@ def write_stage(config: Mapping[str, Any], sweep: str, stage: str, runs: str | P
         path = Path(runs) / sweep / c.id / "summary.json"
         if not path.is_file():
             raise PresetError(f"sweep {sweep}: cell {c.id} (stage {c.search_stage}) has no summary.json yet")
-        losses[c.id] = _loss(json.loads(path.read_text(encoding="utf-8")))
+        losses[c.id] = _loss(read_summary(path, c.id))  # checked: its cell, types, finite losses
     groups, rows = decide(staged, stage, losses, decisions.get("lr"))
     result = {"sweep": sweep, "stage": stage, "groups": groups, "candidates": rows}
     write_text(out or decision_path(search_dir, sweep, stage), json.dumps(result, indent=1, sort_keys=True) + "\n")

@@ -26,7 +26,7 @@ import yaml
 
 from umup_repro.core.atomic import write_text
 from umup_repro.core.config import RunConfig, config_hash, config_to_dict, flatten_config, resolve_config
-from umup_repro.training.run_format import (CHECKPOINT, METRICS_COLUMNS, RMS_COLUMNS, RUN_FILES, CellError, ReadBackError,
+from umup_repro.training.run_format import (CHECKPOINT, METRICS_COLUMNS, RMS_COLUMNS, RUN_FILES, CellError, ReadBackError, check_rows_of,
                                             RunFolderError, check_tables, read_summary)
 
 if TYPE_CHECKING:
@@ -67,10 +67,8 @@ def folder_state(out: Path, resolved: dict) -> str:
             raise RunFolderError(f"{cfg}: not a readable config ({err}); delete the run folder or choose another"
                                  " --out") from None
         if existing != resolved:
-            diff = sorted(k for k in set(_flat(existing)) | set(_flat(resolved))
-                          if _flat(existing).get(k) != _flat(resolved).get(k))
             raise RunFolderError(
-                f"run folder {out} holds a different config (differs in: {', '.join(diff[:8]) or 'layout'});"
+                f"run folder {out} holds a different config (differs in: {config_difference(existing, resolved)});"
                 " choose another --out or delete the folder")
         if not (out / "summary.json").exists():
             return "resume"
@@ -82,6 +80,45 @@ def folder_state(out: Path, resolved: dict) -> str:
     if (out / "summary.json").exists():
         raise RunFolderError(f"run folder {out} has a summary.json but no config.yaml; not a run folder of this tool")
     return "new"
+
+
+SECTION_ORDER = ("parametrization", "model", "data", "train", "distributed", "log", "hp")
+
+
+def config_difference(existing: Any, asked: Any, shown: int = 8) -> str:
+    """The keys that differ, most significant first (parametrization, then model, data, train, …,
+    hp last), with both values; keys that only follow from a different parametrization (its hp
+    defaults, default LR and embedding LR rule) are summarised, not listed."""
+    from umup_repro.core.config import DEFAULT_EMB_LR_RULE, DEFAULT_LR, HP_DEFAULTS
+
+    old, new = _flat(existing), _flat(asked)
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+    params = (old.get("parametrization"), new.get("parametrization"))
+
+    def follows(key: str) -> bool:  # each side at its own parametrization's default
+        if params[0] == params[1] or not all(p in HP_DEFAULTS for p in params):
+            return False
+        if key.startswith("hp."):
+            defaults = [HP_DEFAULTS[p].get(key[3:]) for p in params]
+        elif key in ("train.lr", "train.emb_lr_rule"):
+            table = DEFAULT_LR if key == "train.lr" else DEFAULT_EMB_LR_RULE
+            defaults = [table[p] for p in params]
+        else:
+            return False
+        return [old.get(key), new.get(key)] == defaults or [old.get(key), new.get(key)] == [None, None]
+
+    def rank(key: str) -> int:
+        head = key.split(".", 1)[0]
+        return SECTION_ORDER.index(head) if head in SECTION_ORDER else len(SECTION_ORDER)
+
+    listed = sorted((k for k in keys if not follows(k)), key=rank)  # (stable: the config's order within a section)
+    implied = len(keys) - len(listed)
+    parts = [f"{k} (folder {old.get(k)!r}, asked {new.get(k)!r})" for k in listed[:shown]]
+    if len(listed) > shown:
+        parts.append(f"{len(listed) - shown} more")
+    if implied:
+        parts.append(f"{implied} hp/LR defaults that follow from the parametrization")
+    return "; ".join(parts) or "layout"
 
 
 def config_hash_of(resolved: dict) -> str:
@@ -162,7 +199,18 @@ def write_summary(out: Path, summary: dict) -> None:
 
 
 def remove_checkpoints(out: Path) -> None:
-    shutil.rmtree(out / CHECKPOINT.parent, ignore_errors=True)
+    """Remove checkpoints/ of a completed run, except the refused checkpoints moved aside
+    (`last.ckpt.unusable*`, train.py): they are kept for inspection, never lost."""
+    folder = out / CHECKPOINT.parent
+    kept = set(folder.glob(f"{CHECKPOINT.name}.unusable*")) if folder.is_dir() else set()
+    if not kept:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in set(folder.iterdir()) - kept:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _sweep_name(out: Path, sweep: Optional[str]) -> str:
@@ -230,6 +278,7 @@ def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Opti
             raise CellError(f"not a complete run of cell {cell}")
         summary = read_summary(src / "summary.json", cell)
         check_tables(src, summary)
+        check_rows_of(src, summary)
     except (CellError, ReadBackError) as err:
         raise CellError(f"--copy-from {src}: {err}") from None
     check_out(out)

@@ -4,7 +4,8 @@ place and our key in it) and the checks of what is read back from it, before any
 A file can be damaged after it was written whole (a disk error, a user's edit, a copy cut short,
 a file deleted by hand), so a reader verifies before use: a summary must parse and belong to the
 folder's cell (`cell` and `config_hash`), metrics.csv must hold one row per step the summary says
-was run, rms.csv must exist, and a checkpoint must load and belong to the cell. Each failure is a
+was run, rms.csv must exist, every number be a number and finite (umup_repro/training/run_schema.py), and a
+checkpoint must load safely and belong to the cell. Each failure is a
 `ReadBackError` whose message names the file and the fix. torch is imported only to check a
 checkpoint.
 """
@@ -12,8 +13,13 @@ checkpoint.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
+
+from umup_repro.training.run_schema import summary_problem
+
 
 METRICS_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "lr")
 RMS_COLUMNS = ("step", "tensor", "kind", "rms")
@@ -55,6 +61,9 @@ def read_summary(path: Path, cell: str) -> dict[str, Any]:
     if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
             or not isinstance(summary.get("diverged"), bool)):
         raise ReadBackError(f"{path}: steps_done or diverged missing or invalid; {fix}")
+    problem = summary_problem(summary)  # every number a number, losses finite (umup_repro/training/run_schema.py)
+    if problem is not None:
+        raise ReadBackError(f"{path}: {problem}; {fix}")
     return summary
 
 
@@ -80,15 +89,42 @@ def check_tables(folder: Path, summary: dict[str, Any]) -> None:
             raise ReadBackError(f"{path}: no rows; {fix}")
 
 
+def check_rows_of(folder: Path, summary: dict[str, Any]) -> None:
+    """Every row of metrics.csv and rms.csv typed and finite (NaN and inf only in a diverged run):
+    umup_repro/training/run_schema.py; ReadBackError naming file, line and field. (aggregate checks its long
+    tables the same way, a sweep at a time.)"""
+    from umup_repro.training.run_schema import RowsError, check_rows
+
+    folder = Path(folder)
+    for name in ("metrics.csv", "rms.csv"):
+        try:
+            check_rows((folder / name).read_text(encoding="utf-8"), name, diverged=lambda _: summary["diverged"],
+                       file_of=lambda _: folder / name)
+        except RowsError as err:
+            raise ReadBackError(f"{err}; delete {folder / 'summary.json'} (or the run folder) and rerun the cell")
+
+
 def checkpoint_problem(path: Path, cell: str) -> Optional[str]:
     """Why the checkpoint at `path` cannot be resumed from (None if it can): it must load and
-    hold our state for cell `cell`, the model weights and the optimizer state."""
+    hold our state for cell `cell`, the model weights and the optimizer state.
+
+    It is loaded with `weights_only=True`: tensors, containers and plain values only, never an
+    arbitrary Python object, so a file replaced by a pickle that runs code is refused unrun (a
+    checkpoint of ours holds nothing else; Lightning reloads it the same way, train.py)."""
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # (torch warns about pickle protocols before refusing them)
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means "unusable"
-        return f"it does not load ({err.__class__.__name__}: {str(err)[:120]})"
+        text = " ".join(str(err).split())
+        if "Weights only load failed" in text:
+            found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+            what = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
+            return (f"it does not load safely: it holds {what}, which no checkpoint of this tool holds"
+                    " (not unpickled; kept for inspection)")
+        return f"it does not load ({err.__class__.__name__}: {text[:120]})"
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get(STATE_KEY), dict):
         return "it is not a checkpoint of this tool"
     if ckpt[STATE_KEY].get("config_hash") != cell:

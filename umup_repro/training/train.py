@@ -7,9 +7,9 @@ back (umup_repro/training/run_format.py; an unusable one is moved aside and the 
 warning); the summary, written last, completes the folder.
 
 A SIGKILLed run rerun with the same command continues from its last checkpoint and ends with the
-same bytes in metrics.csv as an uninterrupted run (on CPU, fp32). SIGTERM, SIGUSR1 and SIGUSR2 save
-a checkpoint at the end of the current step and exit with 128 + the signal number, without a
-summary, so a requeued job resumes.
+same bytes in metrics.csv as an uninterrupted run (on CPU, fp32). SIGTERM, SIGINT (Ctrl-C), SIGUSR1
+and SIGUSR2 save a checkpoint at the end of the current step and exit with 128 + the signal number,
+without a summary, so a requeued job resumes.
 
 Divergence: a training loss that is NaN, infinite or above `train.diverge_loss` ends the run: the
 rows so far and a summary with `diverged: true` are written and the exit code is 0, so a sweep
@@ -45,7 +45,8 @@ from umup_repro.training.distributed import global_rank
 from umup_repro.training.run_folder import copy_run
 from umup_repro.training.run_format import CellError
 
-STOP_SIGNALS = tuple(s for s in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
+# SIGINT (Ctrl-C) too: a checkpoint, then exit 130 (Lightning would turn it into exit 1, no checkpoint)
+STOP_SIGNALS = tuple(s for s in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
 
 
 def _progress_mode(progress: str) -> str:
@@ -58,7 +59,7 @@ def _progress_mode(progress: str) -> str:
 
 @contextlib.contextmanager
 def _stop_signals(module) -> Iterator[None]:
-    """SIGTERM/SIGUSR1/SIGUSR2 ask for a checkpoint at the end of the current step, then a stop.
+    """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 ask for a checkpoint at the end of the current step, then a stop.
     (Lightning adds its own SIGTERM handler on top of this one and calls it too.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -67,6 +68,8 @@ def _stop_signals(module) -> Iterator[None]:
 
     def handler(signum, _frame):
         module.stop_signal = signum
+        if signum == signal.SIGINT:  # a second Ctrl-C stops at once, without the checkpoint
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     for name in STOP_SIGNALS:
         sig = getattr(signal, name)
@@ -229,13 +232,17 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
         val = validation_batches(tokens["validation"], batch_size=t.batch_size, seq_len=m.seq_len,
                                  n_batches=config.data.val_batches)
     except (DataUnavailableError, ValueError, OSError) as err:
-        raise CellError(f"data ({config.data.corpus}): {err}") from err
+        from umup_repro.core.errors import os_error_message
+
+        text = (os_error_message(err) if isinstance(err, OSError) else None) or err
+        raise CellError(f"data ({config.data.corpus}): {text}") from err
     return tokens, val
 
 
 def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
     """The checkpoint to resume from, or None: an unusable one (truncated, empty, garbage, another
-    cell's) is moved aside and the cell starts over from scratch, with a warning; a fresh start
+    cell's, one holding objects that are not tensors) is moved aside, unloaded, and kept; the cell
+    starts over from scratch, with a warning; a fresh start
     gives the same run (same seed, batches by step)."""
     from umup_repro.training.run_format import checkpoint_problem
 
@@ -245,7 +252,11 @@ def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
     if problem is None:
         return ckpt
     aside = ckpt.with_name(f"{ckpt.name}.unusable")
-    ckpt.replace(aside)
+    for n in range(2, 1000):  # an earlier refused checkpoint is kept too
+        if not aside.exists():
+            break
+        aside = ckpt.with_name(f"{ckpt.name}.unusable-{n}")
+    ckpt.replace(aside)  # kept (never deleted, also when the run completes): run_folder.remove_checkpoints
     for name in ("metrics.csv", "rms.csv"):  # rows of the lost progress
         (ckpt.parent.parent / name).unlink(missing_ok=True)
     print(f"cell {cell}: warning: checkpoint {ckpt} is unusable ({problem}); moved to {aside.name},"
@@ -300,12 +311,14 @@ def _train(config: RunConfig, out: Path, data: tuple[dict, list], options: RunOp
 
     with _stop_signals(module):
         try:
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=False)
+            # weights_only: tensors and plain values only (verified so above, verify.checkpoint_problem)
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
         except SIGTERMException:
             module.stop_signal = module.stop_signal or signal.SIGTERM
     if module.stop_signal is not None and not module.diverged and module.global_step < t.steps:
-        print(f"cell {cell}: stopped by signal {module.stop_signal} at step {module.global_step};"
-              f" checkpoint in {ckpt}", file=sys.stderr, flush=True)
+        name = signal.Signals(int(module.stop_signal)).name
+        print(f"cell {cell}: stopped by signal {module.stop_signal} ({name}) at step {module.global_step};"
+              f" checkpoint in {ckpt}; rerun the same command to resume", file=sys.stderr, flush=True)
         return 128 + int(module.stop_signal)
     if not module.diverged and module.global_step < t.steps:
         raise RuntimeError(f"training stopped at step {module.global_step} of {t.steps} for no known reason")
@@ -336,8 +349,17 @@ def _stdin_config() -> str:
     """The config text piped to `train -`. Lightning's launcher starts the other ranks of a
     distributed cell by re-running this command, whose stdin the first rank has read: the text
     passes to them in the environment they inherit."""
+    from umup_repro.core.config import ConfigError
+
     if global_rank() == 0 or STDIN_CONFIG_ENV not in os.environ:
-        os.environ[STDIN_CONFIG_ENV] = sys.stdin.read()
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config from stdin (train -): not UTF-8 text ({err})") from None
+        if "\0" in text:  # (nor could the environment carry it to the other ranks)
+            raise ConfigError("config from stdin (train -): holds NUL bytes, binary data rather than YAML")
+        os.environ[STDIN_CONFIG_ENV] = text
     return os.environ[STDIN_CONFIG_ENV]
 
 
@@ -366,6 +388,10 @@ def main(args) -> int:
         if args.cell and config_hash(config) != args.cell:
             raise ConfigError(f"--cell {args.cell}: the config resolves to cell {config_hash(config)}; the"
                               " workflow and this package disagree on the config (stale DAG or changed defaults?)")
+        if config.train.warmup >= config.train.steps:  # allowed (a schedule study may want it), never silent
+            print(f"umup-repro train: warning: train.warmup = {config.train.warmup} >= train.steps ="
+                  f" {config.train.steps}: the LR never reaches its peak (set train.warmup below train.steps)",
+                  file=sys.stderr, flush=True)
         out = Path(args.out) if args.out else Path("results") / "runs" / "adhoc" / config_hash(config)
         if args.copy_from:
             return copy_run(config, args.copy_from, out, sweep=args.sweep)

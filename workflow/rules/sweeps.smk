@@ -3,7 +3,9 @@
 # a killed job leaves checkpoints behind and the rerun resumes from them. A diverged run still
 # writes its summary (diverged: true) and exits 0, so it never fails the sweep. A distributed
 # cell (distributed.nodes × devices > 1) asks for that many tasks; inside a SLURM job `srun`
-# starts one rank per device, elsewhere Lightning's launcher starts them.
+# starts one rank per device, elsewhere Lightning's launcher starts them. Snakemake deletes a
+# job's log before it starts, so a job refused because its cell is in use (an orphaned trainer)
+# would erase the running one's: every attempt also appends to <cell>.attempts.log (train --log).
 
 from umup_repro.training.distributed import srun_prefix
 
@@ -53,4 +55,5 @@ rule train_cell:
     shell:
         "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} {params.launch}umup-repro train -"
         " --out results/runs/{wildcards.sweep}/{wildcards.cell} --sweep {wildcards.sweep}"
-        " --cell {wildcards.cell} --progress lines {params.reuse} > {log} 2>&1"
+        " --cell {wildcards.cell} --progress lines {params.reuse}"
+        " --log results/logs/train/{wildcards.sweep}/{wildcards.cell}.attempts.log > {log} 2>&1"
