@@ -70,7 +70,7 @@ def corpus_identity(data: DataConfig, split: str) -> dict[str, Any]:
 
 def _wiki_offline(data: DataConfig, split: str) -> Iterator[str]:
     """~10k English Wikipedia "vital article" summaries; validation = a hash-chosen fraction of them."""
-    path = Path(_wiki_offline_dist().locate_file(WIKI_OFFLINE_FILE))
+    path = Path(str(_wiki_offline_dist().locate_file(WIKI_OFFLINE_FILE)))
     if not path.is_file():
         raise DataUnavailableError(f"{WIKI_OFFLINE_DIST} is installed but {path} is missing; reinstall it")
     articles = json.loads(path.read_text(encoding="utf-8"))
@@ -131,7 +131,7 @@ CORPORA: dict[str, Callable[[DataConfig, str], Iterator[str]]] = {
 }
 
 
-def _texts(rows: Iterable) -> Iterator[str]:
+def _texts(rows: Any) -> Iterator[str]:
     """The `text` column of a `datasets` Dataset or IterableDataset, read in batches (fast)."""
     for batch in rows.iter(batch_size=1000):
         yield from batch["text"]

@@ -9,6 +9,7 @@ verified), its largest id against `model.vocab_size`. A cache entry that fails i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ def token_arrays(config: RunConfig) -> dict[str, np.ndarray]:
     """
     arrays = {}
     for split in SPLITS:
-        path = build_once(token_path(config, split), lambda p, split=split: _build_tokens(config, split, p))
+        path = build_once(token_path(config, split), functools.partial(_build_tokens, config, split))
         arrays[split] = _checked(path, config)
     return arrays
 

@@ -67,7 +67,9 @@ def full_parameters(trainer):
         return contextlib.nullcontext()
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False, with_grads=True)
+    model = trainer.strategy.model
+    assert model is not None, "an FSDP strategy holds its wrapped model once fitting started"
+    return FullyShardedDataParallel.summon_full_params(model, writeback=False, with_grads=True)
 
 
 def srun_prefix(config: RunConfig) -> str:

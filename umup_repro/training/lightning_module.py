@@ -120,8 +120,10 @@ class CellModule(L.LightningModule):
 
     def _row(self, step: int) -> dict:
         if step not in self.metrics:
+            eta = self.config.train.lr
+            assert eta is not None, "a resolved config (resolve_config fills train.lr)"
             self.metrics[step] = {"tokens": step * self.tokens_per_step, "train_loss": None, "val_loss": None,
-                                  "lr": self.config.train.lr * lr_multiplier(step, self.config.train)}
+                                  "lr": eta * lr_multiplier(step, self.config.train)}
         return self.metrics[step]
 
     def _mean_over_ranks(self, x: torch.Tensor) -> float:
@@ -212,8 +214,8 @@ class CellModule(L.LightningModule):
         """A stop signal seen by any rank stops every rank at the same step (the checkpoint is
         collective), with the highest signal number any rank saw."""
         if self.trainer.world_size > 1:
-            seen = torch.tensor([int(self.stop_signal or 0)], device=self.device)
-            seen = int(self.trainer.strategy.reduce(seen, reduce_op="max"))
+            mine = torch.tensor([int(self.stop_signal or 0)], device=self.device)
+            seen = int(self.trainer.strategy.reduce(mine, reduce_op="max"))
             if seen:
                 self.stop_signal = seen
         return self.stop_signal is not None
@@ -267,6 +269,7 @@ class CellModule(L.LightningModule):
             fsync_file(tmp)  # on disk before the rename, like every other atomic write
 
     def write_files(self) -> None:
+        assert self.folder is not None, "only rank 0 (which holds the run folder) writes files"
         write_rows(self.folder, self.metrics, self.rms)
 
     def wall_seconds(self) -> float:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
 
 KNOWN = ("tensorboard", "wandb")
 
@@ -35,7 +38,7 @@ def chosen(names: Optional[Sequence[str]] = None) -> list[str]:
 def build_loggers(names: Sequence[str], out: Path, cell: str) -> list:
     """Lightning loggers writing under the run folder (TensorBoard: out/tensorboard; W&B: a run
     named after the cell, project $WANDB_PROJECT or umup-repro)."""
-    loggers = []
+    loggers: list[Logger] = []
     for name in names:
         try:
             if name == "tensorboard":

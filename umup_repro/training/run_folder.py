@@ -93,15 +93,16 @@ def config_difference(existing: Any, asked: Any, shown: int = 8) -> str:
 
     old, new = _flat(existing), _flat(asked)
     keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
-    params = (old.get("parametrization"), new.get("parametrization"))
+    params = [str(old.get("parametrization")), str(new.get("parametrization"))]
 
     def follows(key: str) -> bool:  # each side at its own parametrization's default
         if params[0] == params[1] or not all(p in HP_DEFAULTS for p in params):
             return False
+        defaults: list[Any]
         if key.startswith("hp."):
             defaults = [HP_DEFAULTS[p].get(key[3:]) for p in params]
         elif key in ("train.lr", "train.emb_lr_rule"):
-            table = DEFAULT_LR if key == "train.lr" else DEFAULT_EMB_LR_RULE
+            table: dict[str, Any] = DEFAULT_LR if key == "train.lr" else DEFAULT_EMB_LR_RULE
             defaults = [table[p] for p in params]
         else:
             return False

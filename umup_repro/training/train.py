@@ -34,7 +34,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import yaml
 
@@ -103,7 +103,7 @@ def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (),
 
     from umup_repro.training.distributed import build_strategy
 
-    plugins = []
+    plugins: list[Any] = []
     if SLURMEnvironment.detect():
         plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the scheduler's job
     callbacks = list(callbacks)
