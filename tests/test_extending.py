@@ -186,3 +186,30 @@ def test_a_claim_added_as_the_page_says_gets_its_verdict_row(tmp_path, monkeypat
     assert row["verdict"] == verdict
     if measured is not None:
         assert row["measured"] == measured
+
+
+# ---------------------------------------------------------------------------------------------
+# a figure
+
+
+def test_a_figure_added_as_the_page_says_is_drawn_from_its_tables(tmp_path, monkeypatch):
+    """The page's drawing function, as the module its entry names, and its entry put in the
+    catalog: `plot` draws it from a hand-made lr_width table, and the rules' tables are the entry's."""
+    import sys
+    import types
+
+    from umup_repro.core.figure_catalog import FIGURES, tables_needed
+    from umup_repro.figures.plot import plot
+
+    module = types.ModuleType("umup_repro.figures.best_loss")
+    exec(page_example("best_loss_by_width"), module.__dict__)  # noqa: S102 - the page's own example
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(FIGURES, module.BEST_LOSS.name, module.BEST_LOSS)
+    assert tables_needed("best_loss_width") == ["lr_width.csv"]
+    lr_width_table(tmp_path, umup_best=3.8, sp_best=3.9)
+
+    out = tmp_path / "figures" / "best_loss_width.pdf"
+    best = plot("best_loss_width", tmp_path, out=out)
+    assert out.stat().st_size > 0 and out.with_suffix(".png").stat().st_size > 0
+    got = {(r["variant"], r["model.width"]): round(r["loss"], 6) for _, r in best.iterrows()}
+    assert got == {("umup", 64): 4.1, ("umup", 128): 3.8, ("sp", 64): 4.2, ("sp", 128): 3.9}
