@@ -31,13 +31,14 @@ HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 INPUTS = FIGURES["claims"].tables
 
 # A drift of one factor of 2 in η: the `tiny` grid's spacing (two steps of the paper's √2 grid);
-# u-μP's loss near its optimum is flat within that (README, "What the `tiny` run shows").
+# u-μP's loss near its optimum is flat within that (docs/results-tiny.md).
 MAX_DRIFT_LOG2 = 1.0
 # The paper's FP8 criterion: u-μP-FP8 within 1% of FP32 (+0.8% at width 4096); a larger relative
 # loss increase is what "degrades" means for μP-FP8.
 FP8_TOLERANCE = 0.01
-# Unit scale at init: RMS in [2^-1, 2^2] (the README's band), for at least 80% of u-μP's tensor
-# types; the rest are the documented exceptions (logits at 1/√width, q/k gradients below 1).
+# Unit scale at init: RMS in [2^-1, 2^2] (measured bands: docs/model.md, "The parametrizations"), for at
+# least 80% of u-μP's tensor types; the rest are the documented exceptions (logits at 1/√width, q/k
+# gradients below 1).
 UNIT_BAND = (0.5, 4.0)
 UNIT_SHARE = 0.8
 # "Far below": μP's median gradient RMS at least 4 binades (16×) under u-μP's, more than the
