@@ -3,7 +3,7 @@ Snakemake rule. Fixed seeds throughout, so every number asserted here is determi
 tolerances say how far a change in the maths may move a number before it counts as a regression
 (they are well outside run-to-run float noise and well inside the gaps between the exponents
 compared). Where a measurement disagrees with the issue's expectation, the test asserts what we
-measured and says so; README.md "The authors' notes as analyses" explains it.
+measured and says so; docs/analyses.md explains it.
 """
 
 from __future__ import annotations

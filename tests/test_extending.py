@@ -7,7 +7,6 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import get_args
 
 import jsonschema
 import pandas as pd
@@ -19,8 +18,18 @@ PAGE = ROOT / "docs" / "extending.md"
 
 
 def page_examples() -> list[str]:
-    """The page's python blocks, in order: the rule set, the claim."""
+    """The page's python blocks, in order: the rule set, the catalog entry, the claim, the figure."""
     return re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S)
+
+
+def page_example(marker: str) -> str:
+    """The one python block of the page that contains `marker`."""
+    (block,) = [b for b in page_examples() if marker in b]
+    return block
+
+
+TINY_CELL = {"model": {"width": 32, "depth": 1, "head_dim": 32}, "train": {"steps": 2, "batch_size": 4, "warmup": 0},
+             "data": {"val_batches": 1}, "log": {"val_every": 2, "rms_every": 2}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -35,11 +44,9 @@ def test_a_rule_set_tried_as_the_page_says_reaches_the_run_folder(tmp_path, monk
     from umup_repro.training.train import run_cell
 
     namespace: dict = {}
-    exec(page_examples()[0], namespace)  # noqa: S102 - the page's own example
+    exec(page_example("TOY = {"), namespace)  # noqa: S102 - the page's own example
     monkeypatch.setitem(RULES, "sp", namespace["TOY"])
-    config = resolve_config({"parametrization": "sp", "model": {"width": 32, "depth": 1, "head_dim": 32},
-                             "train": {"steps": 2, "batch_size": 4, "warmup": 0},
-                             "data": {"val_batches": 1}, "log": {"val_every": 2, "rms_every": 2}})
+    config = resolve_config({"parametrization": "sp", **TINY_CELL})
     out = tmp_path / "toy"
     assert run_cell(config, out, progress="none") == 0
 
@@ -54,16 +61,52 @@ def test_a_rule_set_tried_as_the_page_says_reaches_the_run_folder(tmp_path, monk
     assert (hidden["lr_factor"] * fan_in.map(math.sqrt)).round(9).eq(1.0).all()  # 1/√fan_in, SP: no depth factor
 
 
-def test_the_places_a_parametrization_is_named_agree():
-    """Steps 1 and 2 of the page: every name the config accepts has its hyperparameters, default η
-    and embedding-LR rule, and a rule for every role."""
-    from umup_repro.core.config import DEFAULT_EMB_LR_RULE, DEFAULT_LR, HP_DEFAULTS, PARAMETRIZATIONS, RunConfig
-    from umup_repro.model.parametrization import ROLES, RULES, family
+def test_a_parametrization_registered_as_the_page_says_trains_under_its_name(tmp_path, monkeypatch):
+    """The page's catalog entry (a μP variant with its own η and base width), registered the
+    documented way: the config accepts its name with its defaults, the figures label it, and one
+    tiny cell trains with μP's rules, its run folder showing the entry's η and HP."""
+    from umup_repro.core import config as config_module
+    from umup_repro.core import parametrizations
+    from umup_repro.core.config import resolve_config
+    from umup_repro.figures.style import param_label
+    from umup_repro.model.parametrization import family
+    from umup_repro.training.train import run_cell
 
-    accepted = set(get_args(RunConfig.model_fields["parametrization"].annotation))
-    assert accepted == set(PARAMETRIZATIONS) == set(HP_DEFAULTS) == set(DEFAULT_LR) == set(DEFAULT_EMB_LR_RULE)
-    for name in accepted:
+    monkeypatch.setattr(parametrizations, "CATALOG", dict(parametrizations.CATALOG))
+    exec(page_example("parametrizations.register("), {})  # noqa: S102 - the page's own example
+    assert "mup_wide" in parametrizations.names() and "mup_wide" in config_module.PARAMETRIZATIONS  # views
+    assert config_module.DEFAULT_LR["mup_wide"] == 2.0**-6 and config_module.HP_DEFAULTS["mup_wide"]["base_width"] == 64
+    assert family("mup_wide") == "mup" and param_label("mup_wide") == "μP (base width 64)"
+    config = resolve_config({"parametrization": "mup_wide", **TINY_CELL})
+    assert config.train.lr == 2.0**-6 and config.hp["base_width"] == 64 and not config.uses_fp8
+    out = tmp_path / "mup_wide"
+    assert run_cell(config, out, progress="none") == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parametrization"] == "mup_wide" and summary["steps_done"] == 2 and not summary["diverged"]
+    assert summary["train.lr"] == 2.0**-6 and summary["hp.base_width"] == 64
+    assert yaml.safe_load((out / "config.yaml").read_text())["parametrization"] == "mup_wide"
+    table = pd.read_csv(out / "parametrization.csv")
+    readout = table[table["role"] == "readout"]
+    assert (readout["multiplier"] == 64 / 32).all()  # μP's α_out · base_fan_in / fan_in, base width 64
+    monkeypatch.undo()  # the test's copy of the catalog goes, and the entry with it
+    assert "mup_wide" not in config_module.PARAMETRIZATIONS and "mup_wide" not in config_module.DEFAULT_LR
+
+
+def test_every_parametrization_has_a_family_with_a_rule_for_every_role():
+    """The catalog is the one list of names: every name the config accepts is in it, and its
+    family has a rule for every role; an unknown name is refused, naming the allowed ones."""
+    from umup_repro.core import parametrizations
+    from umup_repro.core.config import ConfigError, resolve_config
+    from umup_repro.model.parametrization import ROLES, RULES, family, residual_weights
+
+    for name, entry in parametrizations.CATALOG.items():
+        assert entry.name == name and resolve_config({"parametrization": name}).parametrization == name
         assert set(RULES[family(name)]) == set(ROLES), name
+    with pytest.raises(ConfigError, match="'sp', 'mup', 'umup' or 'umup_fp8'"):
+        resolve_config({"parametrization": "toy"})
+    with pytest.raises(ValueError, match="allowed: sp, mup, umup, umup_fp8"):
+        residual_weights("toy", 2, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +174,7 @@ def test_a_claim_added_as_the_page_says_gets_its_verdict_row(tmp_path, monkeypat
 
     monkeypatch.setattr(claims, "CLAIMS", list(claims.CLAIMS))  # the page appends to it
     before = len(claims.CLAIMS)
-    exec(page_examples()[1], {})  # noqa: S102 - the page's own example
+    exec(page_example("claims.CLAIMS.append("), {})  # noqa: S102 - the page's own example
     assert len(claims.CLAIMS) == before + 1
     if umup_best is not None:
         lr_width_table(tmp_path, umup_best, sp_best)
@@ -143,3 +186,30 @@ def test_a_claim_added_as_the_page_says_gets_its_verdict_row(tmp_path, monkeypat
     assert row["verdict"] == verdict
     if measured is not None:
         assert row["measured"] == measured
+
+
+# ---------------------------------------------------------------------------------------------
+# a figure
+
+
+def test_a_figure_added_as_the_page_says_is_drawn_from_its_tables(tmp_path, monkeypatch):
+    """The page's drawing function, as the module its entry names, and its entry put in the
+    catalog: `plot` draws it from a hand-made lr_width table, and the rules' tables are the entry's."""
+    import sys
+    import types
+
+    from umup_repro.core.figure_catalog import FIGURES, tables_needed
+    from umup_repro.figures.plot import plot
+
+    module = types.ModuleType("umup_repro.figures.best_loss")
+    exec(page_example("best_loss_by_width"), module.__dict__)  # noqa: S102 - the page's own example
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(FIGURES, module.BEST_LOSS.name, module.BEST_LOSS)
+    assert tables_needed("best_loss_width") == ["lr_width.csv"]
+    lr_width_table(tmp_path, umup_best=3.8, sp_best=3.9)
+
+    out = tmp_path / "figures" / "best_loss_width.pdf"
+    best = plot("best_loss_width", tmp_path, out=out)
+    assert out.stat().st_size > 0 and out.with_suffix(".png").stat().st_size > 0
+    got = {(r["variant"], r["model.width"]): round(r["loss"], 6) for _, r in best.iterrows()}
+    assert got == {("umup", 64): 4.1, ("umup", 128): 3.8, ("sp", 64): 4.2, ("sp", 128): 3.9}

@@ -112,7 +112,7 @@ def test_tiny_preset_is_cpu_sized():
     assert {c.config.model.width for c in cells} == {32, 64, 128, 256}
     assert max(c.config.model.depth for c in cells) <= 4
     assert max(c.config.train.steps for c in cells) <= 1000
-    # the budget at which u-μP's loss advantage can show (issue 20; README, "What the tiny run shows")
+    # the budget at which u-μP's loss advantage can show (issue 20; docs/results-tiny.md)
     assert {c.config.train.steps for c in expand_preset("tiny")["lr_width"]} == {500}
     assert {c.config.data.corpus for c in cells} == {"wiki_offline"}
 

@@ -125,8 +125,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from umup_repro import __version__
-    from umup_repro.core.config import PARAMETRIZATIONS
     from umup_repro.core.figure_catalog import ANALYSES, PLOTTED
+    from umup_repro.core.parametrizations import names as parametrization_names
 
     parser = argparse.ArgumentParser(prog="umup-repro", description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
-    p.add_argument("--parametrization", required=True, choices=PARAMETRIZATIONS, help="parametrization to check")
+    p.add_argument("--parametrization", required=True, choices=parametrization_names(), help="parametrization to check")
     p.add_argument("--widths", default="64,128,256,512,1024", type=_widths, help="comma-separated widths")
     p.add_argument("--depth", type=int, default=2, help="transformer blocks")
     p.add_argument("--steps", type=int, default=4, help="Adam steps after initialisation")

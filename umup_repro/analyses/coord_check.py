@@ -16,15 +16,14 @@ import torch
 from umup_repro.results.tables import width_slopes
 from umup_repro.core.atomic import write_table
 from umup_repro.figures.style import save_figure
+from umup_repro.core import parametrizations
 from umup_repro.core.config import resolve_config
 from umup_repro.model.decoder import build_model
 from umup_repro.model.optim import build_optimizer
 from umup_repro.model.rms import grad_rms, record_activations, rms
 
-# Constant LRs for the check. μP at the paper's default 2^-8; u-μP at 2^-1 (its tuned 2^1 on one
-# memorised batch gives the block-0 attention output a finite-width slope of -0.23 over 64…1024,
-# shrinking with width); SP at 2^-6, where the readout update's alignment visibly blows up logits.
-COORD_CHECK_LR = {"sp": 2.0**-6, "mup": 2.0**-8, "umup": 2.0**-1, "umup_fp8": 2.0**-1}
+# The check's constant LR per parametrization is its catalog entry's `coord_check_lr`
+# (umup_repro/core/parametrizations.py, with the reasons for each value).
 
 
 def run_coord_check(
@@ -50,7 +49,7 @@ def run_coord_check(
     """
     from umup_repro import data
 
-    lr = COORD_CHECK_LR[parametrization] if lr is None else lr
+    lr = parametrizations.get(parametrization).check_lr if lr is None else lr
     rows = []
     for width in widths:
         config = resolve_config(

@@ -13,47 +13,25 @@ import math
 import re
 from typing import Any, Literal, Optional, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# The parametrizations, once: the `parametrization` field's type and the tuple everything else reads.
-Parametrization = Literal["sp", "mup", "umup", "umup_fp8"]
-PARAMETRIZATIONS: tuple[str, ...] = get_args(Parametrization)
+from umup_repro.core import parametrizations
 
-# Hyperparameters per parametrization, with their defaults (docs/paper.md, "Hyperparameters"; "unknown" ones are our
-# documented choices). train.lr is the global eta of every parametrization.
-HP_DEFAULTS: dict[str, dict[str, float]] = {
-    # SP: torch-default-like init, std = sigma_init / sqrt(fan_in) for matrices, sigma_init for
-    # the embedding; one global LR; attention 1/sqrt(d_head).
-    "sp": {"sigma_init": 1.0},
-    # muP as implemented in the paper (docs/paper.md, "The abc-table"). sigma_init = 1/sqrt(base_width) gives
-    # unit-RMS hidden outputs at the base width.
-    "mup": {
-        "sigma_init": 1 / math.sqrt(256),
-        "alpha_emb": 1.0,
-        "eta_emb": 1.0,
-        "alpha_attn": 1.0,
-        "alpha_out": 1.0,
-        "base_width": 256,
-        "base_depth": 4,
-    },
-    # u-muP: all default 1 (docs/paper.md).
-    "umup": {
-        "alpha_ffn_act": 1.0,
-        "alpha_attn_softmax": 1.0,
-        "alpha_res": 1.0,
-        "alpha_res_attn_ratio": 1.0,
-        "alpha_loss_softmax": 1.0,
-    },
+# The parametrizations live in their catalog (umup_repro/core/parametrizations.py). PARAMETRIZATIONS, HP_DEFAULTS,
+# DEFAULT_LR and DEFAULT_EMB_LR_RULE are views of it, computed on each access (module `__getattr__` below), so an
+# entry registered later is in them too.
+_VIEWS = {
+    "PARAMETRIZATIONS": lambda: parametrizations.names(),
+    "HP_DEFAULTS": lambda: {p.name: p.hp_defaults for p in parametrizations.CATALOG.values()},
+    "DEFAULT_LR": lambda: {p.name: p.default_lr for p in parametrizations.CATALOG.values()},
+    "DEFAULT_EMB_LR_RULE": lambda: {p.name: p.emb_lr_rule for p in parametrizations.CATALOG.values()},
 }
-HP_DEFAULTS["umup_fp8"] = HP_DEFAULTS["umup"]
 
-# Default global learning rates (docs/paper.md: u-muP 2^1, muP 2^-8; SP: our choice, Adam-typical).
-DEFAULT_LR = {"sp": 2.0**-9, "mup": 2.0**-8, "umup": 2.0**1, "umup_fp8": 2.0**1}
 
-# The embedding LR rule each parametrization uses unless train.emb_lr_rule overrides it (docs/paper.md:
-# u-μP's 1/√fan_out is empirical; the paper's ablation compares it with μP's constant c_emb).
-DEFAULT_EMB_LR_RULE = {"sp": "constant", "mup": "constant", "umup": "inv_sqrt_fan_out",
-                       "umup_fp8": "inv_sqrt_fan_out"}
+def __getattr__(name: str) -> Any:
+    if name in _VIEWS:
+        return _VIEWS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def coercion_problem(annotation: Any, value: Any) -> Optional[str]:
@@ -235,13 +213,22 @@ class DistributedConfig(_Section):
 
 
 class RunConfig(_Section):
-    parametrization: Parametrization = "umup"
+    parametrization: str = "umup"  # a name of the catalog, umup_repro/core/parametrizations.py (`_in_catalog`)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     hp: dict[str, float] = Field(default_factory=dict)
     log: LogConfig = Field(default_factory=LogConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @field_validator("parametrization", mode="before")
+    @classmethod
+    def _in_catalog(cls, value: Any) -> Any:
+        allowed = parametrizations.names()
+        if not isinstance(value, str) or value not in allowed:
+            quoted = [repr(n) for n in allowed]
+            raise ValueError(f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]}")
+        return value
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "RunConfig":
@@ -260,7 +247,8 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _resolve_hp_and_lr(self) -> "RunConfig":
-        allowed = HP_DEFAULTS[self.parametrization]
+        entry = parametrizations.get(self.parametrization)
+        allowed = entry.hp_defaults
         unknown = sorted(set(self.hp) - set(allowed))
         if unknown:
             raise ValueError(
@@ -281,9 +269,9 @@ class RunConfig(_Section):
             raise ValueError(f"train.batch_size × model.seq_len = {tokens} tokens per step is above the size"
                              f" bound {MAX_TOKENS_PER_STEP}")
         if self.train.lr is None:
-            object.__setattr__(self.train, "lr", DEFAULT_LR[self.parametrization])
+            object.__setattr__(self.train, "lr", entry.default_lr)
         if self.train.emb_lr_rule == "default":
-            object.__setattr__(self.train, "emb_lr_rule", DEFAULT_EMB_LR_RULE[self.parametrization])
+            object.__setattr__(self.train, "emb_lr_rule", entry.emb_lr_rule)
         return self
 
     @model_validator(mode="after")
@@ -295,7 +283,7 @@ class RunConfig(_Section):
 
     @property
     def uses_fp8(self) -> bool:
-        return self.parametrization == "umup_fp8" or self.model.fp8
+        return parametrizations.get(self.parametrization).fp8 or self.model.fp8
 
 
 def _format_errors(err: ValidationError, cls: type[BaseModel]) -> str:

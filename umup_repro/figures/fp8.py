@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import ticker
 
-from umup_repro.figures.style import (PARAM_COLOR, empty_panel, fmt_pow2, fmt_value, ordered_variants,
-                                      panel_row, param_label, save_figure)
+from umup_repro.figures.style import (empty_panel, fmt_pow2, fmt_value, ordered_variants, panel_row,
+                                      param_color, param_label, save_figure)
 from umup_repro.results.tables import pick_cell
 
 
@@ -31,7 +31,7 @@ def fp8_training(metrics: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:
             train = c[np.isfinite(c["train_loss"])]
             span = max(1, len(train) // 20)
             smooth = train["train_loss"].rolling(span, min_periods=1).mean()
-            color = PARAM_COLOR.get(v, None)
+            color = param_color(v)
             diverged = bool(cell["diverged"])
             label = f"{param_label(v)} (η={fmt_pow2(cell['train.lr'])})" + (
                 ": diverged" if diverged else f": final val {cell['loss']:.3f}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from umup_repro.figures.style import PARAM_COLOR, empty_panel, panel_row, param_label, save_figure
+from umup_repro.figures.style import empty_panel, panel_row, param_color, param_label, save_figure
 from umup_repro.results.tables import pick_cell
 
 SIZE_KEYS = ["model.width", "model.depth"]
@@ -40,7 +40,7 @@ def large_scale(metrics: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:
                 train = c[np.isfinite(c["train_loss"])]
                 smooth = train["train_loss"].rolling(max(1, len(train) // 20), min_periods=1).mean()
                 name = scheme(variant, precision)
-                ax.plot(train["tokens"], smooth, lw=1.4, color=PARAM_COLOR.get(variant), label=name,
+                ax.plot(train["tokens"], smooth, lw=1.4, color=param_color(variant), label=name,
                         ls="--" if "fp8" in variant else "-")
                 records.append({"width": width, "depth": depth, "parameters": cell.get("parameters", np.nan),
                                 "scheme": name, "cell": cell["cell"], "lr": cell["train.lr"],

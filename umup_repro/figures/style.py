@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
+from umup_repro.core import parametrizations
 from umup_repro.core.atomic import atomic_call
 
 
@@ -43,12 +44,14 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> tuple[P
     return path, png
 
 
+# A parametrization's label and colour are its catalog entry's (umup_repro/core/parametrizations.py); the
+# figures' other variants (a parametrization with model.fp8 set, or its FP8 scheme) are named here.
 PARAM_ORDER = ("sp", "mup", "mup_fp8", "mup_fp8_all", "umup", "umup_fp8", "umup_fp8_all")
-PARAM_LABEL = {"sp": "SP", "sp_fp8": "SP FP8", "mup": "μP", "mup_fp8": "μP FP8", "umup": "u-μP",
-               "umup_fp8": "u-μP FP8", "mup_fp8_all": "μP FP8 (all matmuls)",
-               "umup_fp8_all": "u-μP FP8 (all matmuls)"}
-PARAM_COLOR = {"sp": "C7", "sp_fp8": "C5", "mup": "C0", "mup_fp8": "C9", "umup": "C3", "umup_fp8": "C1",
-               "mup_fp8_all": "C4", "umup_fp8_all": "C6"}
+_VARIANT_LABEL = {"sp_fp8": "SP FP8", "mup_fp8": "μP FP8", "mup_fp8_all": "μP FP8 (all matmuls)",
+                  "umup_fp8_all": "u-μP FP8 (all matmuls)"}
+_VARIANT_COLOR = {"sp_fp8": "C5", "mup_fp8": "C9", "mup_fp8_all": "C4", "umup_fp8_all": "C6"}
+PARAM_LABEL = {**{p.name: p.display for p in parametrizations.CATALOG.values()}, **_VARIANT_LABEL}
+PARAM_COLOR = {**{p.name: p.color for p in parametrizations.CATALOG.values() if p.color}, **_VARIANT_COLOR}
 
 HP_LABEL = {
     "alpha_ffn_act": r"$\alpha_{\mathrm{ffn\text{-}act}}$",
@@ -80,7 +83,16 @@ _TYPE_ORDER = ("embedding", "attn_in", "attn.q_proj", "attn.k_proj", "attn.v_pro
 
 def param_label(variant: str) -> str:
     """`umup_fp8` → `u-μP FP8`; unknown names as they are."""
-    return PARAM_LABEL.get(variant, variant)
+    if variant in parametrizations.CATALOG:  # read at call time: an entry registered after import too
+        return parametrizations.CATALOG[variant].display
+    return _VARIANT_LABEL.get(variant, variant)
+
+
+def param_color(variant: str) -> str | None:
+    """A variant's colour (the catalog's for a parametrization); None = the default cycle."""
+    if variant in parametrizations.CATALOG:
+        return parametrizations.CATALOG[variant].color
+    return _VARIANT_COLOR.get(variant)
 
 
 def ordered_variants(values: Iterable[str]) -> list[str]:
@@ -194,5 +206,5 @@ def label_edges(grid, row: int, col: int, xlabel: str, ylabel: str) -> None:
 __all__ = [
     "HP_LABEL", "MARK_LEGEND", "PARAM_COLOR", "PARAM_LABEL", "PARAM_ORDER", "bottom_legend", "empty_panel",
     "fmt_pow2", "fmt_value", "label_edges", "log2_xaxis", "log2_yaxis", "mark_top", "new_figure",
-    "ordered_variants", "panel_row", "param_label", "save_figure", "type_colors", "type_legend",
+    "ordered_variants", "panel_row", "param_color", "param_label", "save_figure", "type_colors", "type_legend",
 ]

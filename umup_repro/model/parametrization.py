@@ -2,10 +2,11 @@
 
 For every weight the model asks one question: given my role and shape, what is my init std (b),
 my forward multiplier (a) and my Adam LR factor (c, multiplying the global η)? The answers live in
-the table `RULES` below, one entry per (parametrization, role), written as functions of a `Shape`
-so the table reads like the paper's. Depth enters twice, outside the table: the LR factor of every
-parameter inside the residual stack (`depth_lr_factor`) and the residual branch weights
-(`residual_weights`).
+the table `RULES` below, one entry per (family, role), written as functions of a `Shape`
+so the table reads like the paper's. A parametrization's family is its entry in the catalog,
+umup_repro/core/parametrizations.py (`umup_fp8` follows `umup`'s rules). Depth enters twice,
+outside the table: the LR factor of every parameter inside the residual stack
+(`depth_lr_factor`) and the residual branch weights (`residual_weights`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
+
+from umup_repro.core import parametrizations
+from umup_repro.core.parametrizations import EMB_LR_RULES
 
 ROLES = ("embedding", "hidden", "readout", "norm", "norm_gain")
 
@@ -109,8 +113,17 @@ RULES: dict[str, dict[str, Rule]] = {
 
 
 def family(parametrization: str) -> str:
-    """u-μP-FP8 follows u-μP's rules; only its matmul precision differs."""
-    return "umup" if parametrization == "umup_fp8" else parametrization
+    """The family whose rules `parametrization` follows (its catalog entry's: u-μP-FP8 follows
+    u-μP's). An unknown name, or a family without a rule table, is an error naming the allowed ones."""
+    fam = parametrizations.get(parametrization).family
+    if fam not in RULES:
+        raise ValueError(f"parametrization {parametrization!r}: family {fam!r} has no rules;"
+                         f" families: {', '.join(RULES)}")
+    return fam
+
+
+def _no_branch(fam: str, what: str) -> ValueError:
+    return ValueError(f"family {fam!r} has no {what} rule (umup_repro/model/parametrization.py)")
 
 
 def tensor_rule(
@@ -134,14 +147,14 @@ def tensor_rule(
     return rule
 
 
-EMB_LR_RULES = ("constant", "inv_sqrt_fan_out")
-
-
 def _emb_lr_swap(parametrization: str, emb_lr_rule: str, fan_out: int) -> float:
     """Factor turning the table's embedding LR rule into `emb_lr_rule` (1 when they agree)."""
     if emb_lr_rule not in EMB_LR_RULES:
         raise ValueError(f"emb_lr_rule must be one of {', '.join(EMB_LR_RULES)} (got {emb_lr_rule!r})")
-    own = "inv_sqrt_fan_out" if family(parametrization) == "umup" else "constant"
+    fam = family(parametrization)
+    own = {"sp": "constant", "mup": "constant", "umup": "inv_sqrt_fan_out"}.get(fam)
+    if own is None:
+        raise _no_branch(fam, "embedding-LR")
     if emb_lr_rule == own:
         return 1.0
     return 1 / math.sqrt(fan_out) if emb_lr_rule == "inv_sqrt_fan_out" else math.sqrt(fan_out)
@@ -154,7 +167,9 @@ def depth_lr_factor(parametrization: str, depth: int, hp: Mapping[str, float]) -
         return 1 / math.sqrt(depth)
     if fam == "mup":
         return math.sqrt(hp["base_depth"] / depth)
-    return 1.0
+    if fam == "sp":
+        return 1.0
+    raise _no_branch(fam, "depth LR factor")
 
 
 def umup_taus(depth: int, alpha_res: float = 1.0, alpha_res_attn_ratio: float = 1.0) -> list[float]:
@@ -184,6 +199,8 @@ def residual_weights(parametrization: str, depth: int, hp: Mapping[str, float]) 
     if fam == "umup":
         taus = umup_taus(depth, hp["alpha_res"], hp["alpha_res_attn_ratio"])
         return [(1 / math.sqrt(1 + t * t), t / math.sqrt(1 + t * t)) for t in taus]
+    if fam not in ("sp", "mup"):
+        raise _no_branch(fam, "residual weights")
     branch = math.sqrt(hp["base_depth"] / depth) if fam == "mup" else 1.0
     return [(1.0, branch)] * (2 * depth)
 
@@ -195,9 +212,14 @@ def attention_logit_scale(parametrization: str, d_head: int, hp: Mapping[str, fl
         return hp["alpha_attn_softmax"] / d_head
     if fam == "mup":
         return hp["alpha_attn"] / d_head
-    return 1 / math.sqrt(d_head)
+    if fam == "sp":
+        return 1 / math.sqrt(d_head)
+    raise _no_branch(fam, "attention logit scale")
 
 
 def is_unit_scaled(parametrization: str) -> bool:
     """u-μP uses unit-scaled ops (separate backward scales); SP and μP use true gradients."""
-    return family(parametrization) == "umup"
+    fam = family(parametrization)
+    if fam not in ("sp", "mup", "umup"):
+        raise _no_branch(fam, "unit-scaling")
+    return fam == "umup"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from umup_repro.core import parametrizations
 from umup_repro.core.figure_catalog import FIGURES
 from umup_repro.results.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as _margin
 from umup_repro.results.stability import with_setting
@@ -30,13 +31,14 @@ HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
 INPUTS = FIGURES["claims"].tables
 
 # A drift of one factor of 2 in η: the `tiny` grid's spacing (two steps of the paper's √2 grid);
-# u-μP's loss near its optimum is flat within that (README, "What the `tiny` run shows").
+# u-μP's loss near its optimum is flat within that (docs/results-tiny.md).
 MAX_DRIFT_LOG2 = 1.0
 # The paper's FP8 criterion: u-μP-FP8 within 1% of FP32 (+0.8% at width 4096); a larger relative
 # loss increase is what "degrades" means for μP-FP8.
 FP8_TOLERANCE = 0.01
-# Unit scale at init: RMS in [2^-1, 2^2] (the README's band), for at least 80% of u-μP's tensor
-# types; the rest are the documented exceptions (logits at 1/√width, q/k gradients below 1).
+# Unit scale at init: RMS in [2^-1, 2^2] (measured bands: docs/model.md, "The parametrizations"), for at
+# least 80% of u-μP's tensor types; the rest are the documented exceptions (logits at 1/√width, q/k
+# gradients below 1).
 UNIT_BAND = (0.5, 4.0)
 UNIT_SHARE = 0.8
 # "Far below": μP's median gradient RMS at least 4 binades (16×) under u-μP's, more than the
@@ -47,7 +49,8 @@ E5M2_MIN_NORMAL = 2.0**-14  # gradients below it lose precision (subnormal) or f
 # u-μP LR-only sweep is 0.2% from random search: 3.287 vs 3.281).
 SEARCH_TOLERANCE = 0.01
 
-_LABEL = {"sp": "SP", "mup": "μP", "umup": "u-μP"}
+# The parametrizations the width-drift claim compares (the paper's three), labelled by the catalog.
+_COMPARED = ("umup", "mup", "sp")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,10 +111,10 @@ def drift_at_largest(rows: pd.DataFrame) -> dict[str, float]:
 
 def claim_width_drift(t) -> tuple[str, str]:
     drift = drift_at_largest(_drift_rows(t["transfer_summary.csv"], "lr_width"))
-    drift = {p: d for p, d in drift.items() if p in _LABEL and math.isfinite(d)}
+    drift = {p: d for p, d in drift.items() if p in _COMPARED and math.isfinite(d)}
     if "umup" not in drift or len(drift) < 2:
         return "", NOT_MEASURED
-    measured = ", ".join(f"{_LABEL[p]} {drift[p]:+g}" for p in ("umup", "mup", "sp") if p in drift)
+    measured = ", ".join(f"{parametrizations.get(p).display} {drift[p]:+g}" for p in _COMPARED if p in drift)
     ok = all(abs(drift["umup"]) <= abs(d) for p, d in drift.items() if p != "umup")
     return measured, HOLDS if ok else FAILS
 

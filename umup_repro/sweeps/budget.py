@@ -29,7 +29,7 @@ DEFAULT_COMPUTE = {"gpu_name": "H100", "gpu_peak_flops": H100_SXM_PEAKS["bf16"],
                    "min_runtime_min": 10, "runtime_safety": 3.0}
 # A CPU preset's estimate, per trained cell: a fixed start-up (process, imports, data, checkpoints),
 # a per-step overhead (Python, Lightning, logging) and its FLOPs at a rate per core. Least squares on
-# the 151 trained jobs of a `tiny` run from a fresh clone (README, "What the `tiny` run shows"):
+# the 151 trained jobs of a `tiny` run from a fresh clone (docs/results-tiny.md):
 # 13.5 s + 34 ms/step + FLOPs / 42 GFLOP/s; residual 6.3 s rms per job, 6,479 job-seconds in all.
 CPU_STARTUP_SECONDS = 13.5
 CPU_SECONDS_PER_STEP = 0.034

@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent  # umup_repro/
 # source files (relative to umup_repro/) whose content decides a training run's numbers
 RESULT_MODULES = (
     "core/config.py",             # defaults, resolution of the parametrization's rules
+    "core/parametrizations.py",   # each parametrization's family, HP defaults, default η, embedding-LR rule, FP8
     "model/parametrization.py",    # init std, multipliers, LR factors
     "model/ops.py",           # unit-scaled ops
     "model/fp8.py",           # FP8 casts

@@ -8,11 +8,12 @@
 # figures/NAME.{pdf,png} plus what it plotted, results/tables/figures/NAME.csv. The tables each
 # figure reads and its caption come from the figure catalog (umup_repro/core/figure_catalog.py).
 
-from umup_repro.core.config import PARAMETRIZATIONS
+from umup_repro.core import parametrizations
 
 # Coordinate check at CPU size (the preset may override any key under `coord_check:`).
 COORD_CHECK = {
-    "parametrizations": [p for p in PARAMETRIZATIONS if p != "umup_fp8"],  # u-μP-FP8 has u-μP's scales
+    # the catalog's parametrizations that force no FP8 (u-μP-FP8 has u-μP's scales)
+    "parametrizations": [p.name for p in parametrizations.CATALOG.values() if not p.fp8],
     "widths": [64, 128, 256],
     "depth": 2,
     "steps": 3,
