@@ -19,8 +19,18 @@ from pathlib import Path
 import pandas as pd
 
 # What a rerun may change without changing a result: when, where and with which code it ran.
-VOLATILE = {"wall_seconds", "train_seconds", "tokens_per_second", "mfu", "hostname", "device", "versions",
-            "git_commit", "git_dirty", "code_fingerprint"}
+VOLATILE = {
+    "wall_seconds",
+    "train_seconds",
+    "tokens_per_second",
+    "mfu",
+    "hostname",
+    "device",
+    "versions",
+    "git_commit",
+    "git_dirty",
+    "code_fingerprint",
+}
 RUN_FILES = ("config.yaml", "parametrization.csv", "metrics.csv", "rms.csv")
 
 
@@ -33,8 +43,10 @@ def compare(old: Path, new: Path) -> list[str]:
     old_runs = sorted(p.parent.relative_to(old) for p in (old / "results/runs").glob("*/*/summary.json"))
     new_runs = sorted(p.parent.relative_to(new) for p in (new / "results/runs").glob("*/*/summary.json"))
     if old_runs != new_runs:
-        problems.append(f"run folders differ: only old {sorted(set(old_runs) - set(new_runs))[:5]}, "
-                        f"only new {sorted(set(new_runs) - set(old_runs))[:5]}")
+        problems.append(
+            f"run folders differ: only old {sorted(set(old_runs) - set(new_runs))[:5]}, "
+            f"only new {sorted(set(new_runs) - set(old_runs))[:5]}"
+        )
     for run in sorted(set(old_runs) & set(new_runs)):
         problems += [f"{run}/{f} differs" for f in RUN_FILES if not _same_bytes(old / run / f, new / run / f)]
         a, b = (json.loads((root / run / "summary.json").read_text()) for root in (old, new))
@@ -57,8 +69,10 @@ def compare(old: Path, new: Path) -> list[str]:
                 problems.append(f"{f.relative_to(old)} differs")
     pngs = sorted((old / "figures").glob("*.png"))
     problems += [f"{p.relative_to(old)} differs" for p in pngs if not _same_bytes(p, new / p.relative_to(old))]
-    print(f"compared {len(old_runs)} run folders, {len(list((old / 'results/tables').rglob('*.csv')))} tables, "
-          f"{len(pngs)} figure PNGs: {len(problems)} differences")
+    print(
+        f"compared {len(old_runs)} run folders, {len(list((old / 'results/tables').rglob('*.csv')))} tables, "
+        f"{len(pngs)} figure PNGs: {len(problems)} differences"
+    )
     return problems
 
 

@@ -56,17 +56,30 @@ def fp8_vs_simulated() -> None:
             print("  real FP8 unavailable here (needs compute capability >= 8.9)")
             return
         real = fp8.fp8_matmul(a, b, fp8.E4M3, fp8.E4M3).float()
-        sim = (fp8.round_trip(a.float(), fp8.E4M3) @ fp8.round_trip(b.float(), fp8.E4M3).t())
+        sim = fp8.round_trip(a.float(), fp8.E4M3) @ fp8.round_trip(b.float(), fp8.E4M3).t()
         diff = (real - sim).abs()
-        print(f"  {str(dtype):15s} out: max |real-sim|/max|sim| {float(diff.max() / sim.abs().max()):.2e},"
-              f" RMS rel {float(diff.pow(2).mean().sqrt() / sim.pow(2).mean().sqrt()):.2e}")
+        print(
+            f"  {str(dtype):15s} out: max |real-sim|/max|sim| {float(diff.max() / sim.abs().max()):.2e},"
+            f" RMS rel {float(diff.pow(2).mean().sqrt() / sim.pow(2).mean().sqrt()):.2e}"
+        )
 
 
-def step_time(parametrization: str, *, width: int, depth: int, batch: int, seq: int, steps: int,
-              precision: str = "bf16-mixed", compile: bool = False, config=None) -> tuple[float, float]:
+def step_time(
+    parametrization: str,
+    *,
+    width: int,
+    depth: int,
+    batch: int,
+    seq: int,
+    steps: int,
+    precision: str = "bf16-mixed",
+    compile: bool = False,
+    config=None,
+) -> tuple[float, float]:
     """(median step seconds, MFU against the bf16 peak) of a plain training loop on random tokens."""
-    config = config or step_config(parametrization, width=width, depth=depth, batch_size=batch, seq_len=seq,
-                                   steps=steps, precision=precision)
+    config = config or step_config(
+        parametrization, width=width, depth=depth, batch_size=batch, seq_len=seq, steps=steps, precision=precision
+    )
     tokens = np.random.default_rng(0).integers(0, config.model.vocab_size, size=20_000_000, dtype=np.int64)
     if compile:
         torch._dynamo.config.recompile_limit = 4 * config.model.depth + 8
@@ -79,8 +92,11 @@ def step_time(parametrization: str, *, width: int, depth: int, batch: int, seq: 
 
 def paper_cell(budget_s: float) -> None:
     preset = presets.load_preset("paper")
-    base = [c for c in grid.expand_preset(preset, ["lr_width"])["lr_width"]
-            if c.config.model.width == 256 and c.config.parametrization == "umup"][0]
+    base = [
+        c
+        for c in grid.expand_preset(preset, ["lr_width"])["lr_width"]
+        if c.config.model.width == 256 and c.config.parametrization == "umup"
+    ][0]
     compute = {**budget.DEFAULT_COMPUTE, **preset.get("compute", {})}
     for precision in ("32", "tf32"):
         if left(budget_s) < 30:
@@ -92,9 +108,11 @@ def paper_cell(budget_s: float) -> None:
         tps = config.train.batch_size * config.model.seq_len / step_s
         estimate = budget.effective_peak(config, compute) * compute["utilisation"] / flops_per_token(config)
         achieved = tps * flops_per_token(config) / budget.effective_peak(config, compute)
-        print(f"  cell {base.id} (u-μP width 256, {precision}): measured {tps:,.0f} tok/s, estimate"
-              f" {estimate:,.0f} tok/s (ratio {tps / estimate:.2f}); utilisation {achieved:.1%} of the"
-              f" {precision} peak")
+        print(
+            f"  cell {base.id} (u-μP width 256, {precision}): measured {tps:,.0f} tok/s, estimate"
+            f" {estimate:,.0f} tok/s (ratio {tps / estimate:.2f}); utilisation {achieved:.1%} of the"
+            f" {precision} peak"
+        )
 
 
 def one_vs_two_gpus(budget_s: float) -> None:
@@ -107,26 +125,52 @@ def one_vs_two_gpus(budget_s: float) -> None:
         text = Path(tmp) / "corpus.txt"
         text.write_text("\n\n".join(" ".join(rng.choice(words, 200)) for _ in range(4000)))
         cfg = Path(tmp) / "cell.yaml"
-        cfg.write_text(json.dumps({
-            "parametrization": "umup", "model": {"width": 512, "depth": 4, "seq_len": 256},
-            "data": {"corpus": "text_files", "files": [str(text)]},
-            "train": {"steps": 100, "batch_size": 32, "warmup": 10, "precision": "bf16-mixed"},
-            "log": {"rms_every": 50, "val_every": 50}}))
+        cfg.write_text(
+            json.dumps(
+                {
+                    "parametrization": "umup",
+                    "model": {"width": 512, "depth": 4, "seq_len": 256},
+                    "data": {"corpus": "text_files", "files": [str(text)]},
+                    "train": {"steps": 100, "batch_size": 32, "warmup": 10, "precision": "bf16-mixed"},
+                    "log": {"rms_every": 50, "val_every": 50},
+                }
+            )
+        )
         results = {}
         for devices, strategy in ((1, "ddp"), (2, "ddp"), (2, "fsdp")):
             if left(budget_s) < 40:
                 break
             out = Path(tmp) / f"run{devices}{strategy}"
-            cmd = [sys.executable, "-m", "umup_repro.cli", "train", str(cfg), "--out", str(out), "--progress",
-                   "none", "--set", f"distributed.devices={devices}", "--set", f"distributed.strategy={strategy}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, left(budget_s)),
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+            cmd = [
+                sys.executable,
+                "-m",
+                "umup_repro.cli",
+                "train",
+                str(cfg),
+                "--out",
+                str(out),
+                "--progress",
+                "none",
+                "--set",
+                f"distributed.devices={devices}",
+                "--set",
+                f"distributed.strategy={strategy}",
+            ]
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=max(30, left(budget_s)),
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
             if proc.returncode:
                 print(f"  {devices} GPU(s) {strategy}: failed rc {proc.returncode}: {proc.stderr[-1500:]}")
                 continue
             results[devices, strategy] = s = json.loads((out / "summary.json").read_text())
-            print(f"  {devices} GPU(s) {strategy}: {s['tokens_per_second']:,.0f} tok/s, final train"
-                  f" {s['final_train_loss']:.5f}, val {s['final_val_loss']:.5f}")
+            print(
+                f"  {devices} GPU(s) {strategy}: {s['tokens_per_second']:,.0f} tok/s, final train"
+                f" {s['final_train_loss']:.5f}, val {s['final_val_loss']:.5f}"
+            )
         if (1, "ddp") in results:
             for key, s in results.items():
                 diff = abs(s["final_val_loss"] - results[1, "ddp"]["final_val_loss"])

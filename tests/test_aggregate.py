@@ -11,14 +11,28 @@ from umup_repro.sweeps.grid import expand_sweep
 
 
 def table(rows):
-    return pd.DataFrame(rows, columns=["parametrization", "model.width", "train.lr", "final_val_loss", "diverged",
-                                       "search.axis", "hp.alpha_res"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "parametrization",
+            "model.width",
+            "train.lr",
+            "final_val_loss",
+            "diverged",
+            "search.axis",
+            "hp.alpha_res",
+        ],
+    )
 
 
 def test_transfer_summary_drift_and_regret():
     # SP's optimum moves from lr 2 (width 64) to lr 1 (width 256); u-μP's stays at 2.
-    loss = {("sp", 64): {1: 5.0, 2: 4.0, 4: 4.5}, ("sp", 256): {1: 3.0, 2: 3.5, 4: math.nan},
-            ("umup", 64): {1: 4.2, 2: 4.0, 4: 4.1}, ("umup", 256): {1: 3.3, 2: 3.1, 4: 3.2}}
+    loss = {
+        ("sp", 64): {1: 5.0, 2: 4.0, 4: 4.5},
+        ("sp", 256): {1: 3.0, 2: 3.5, 4: math.nan},
+        ("umup", 64): {1: 4.2, 2: 4.0, 4: 4.1},
+        ("umup", 256): {1: 3.3, 2: 3.1, 4: 3.2},
+    }
     rows = [(p, w, float(lr), v, math.isnan(v), "", 1.0) for (p, w), d in loss.items() for lr, v in d.items()]
     s = transfer_summary(table(rows), "lr_width", {"axis": "model.width"}).set_index(["group", "axis_value"])
     assert s.loc[("sp", 256), "opt_value"] == 1.0 and s.loc[("sp", 256), "drift_log2"] == -1.0
@@ -30,16 +44,24 @@ def test_transfer_summary_drift_and_regret():
 
 
 def test_transfer_regret_is_infinite_when_the_proxys_optimum_diverges_at_the_target():
-    rows = [("umup", 64, 4.0, 3.0, False, "", 1.0), ("umup", 64, 1.0, 3.5, False, "", 1.0),
-            ("umup", 128, 4.0, None, True, "", 1.0), ("umup", 128, 1.0, 3.2, False, "", 1.0)]
+    rows = [
+        ("umup", 64, 4.0, 3.0, False, "", 1.0),
+        ("umup", 64, 1.0, 3.5, False, "", 1.0),
+        ("umup", 128, 4.0, None, True, "", 1.0),
+        ("umup", 128, 1.0, 3.2, False, "", 1.0),
+    ]
     s = transfer_summary(table(rows), "w", {"axis": "model.width"}).set_index("axis_value")
     assert s.loc[128, "regret"] == math.inf and s.loc[128, "drift_log2"] == -2.0
 
 
 def test_transfer_of_each_independently_searched_hp_uses_its_rows_and_the_base():
     rows = [("umup", w, 2.0, base, False, "base", 1.0) for w, base in ((64, 4.0), (128, 3.0))]
-    rows += [("umup", 64, 2.0, 3.9, False, "hp.alpha_res", 2.0), ("umup", 128, 2.0, 2.8, False, "hp.alpha_res", 2.0),
-             ("umup", 64, 2.0, 4.5, False, "hp.alpha_res", 0.5), ("umup", 128, 2.0, 3.3, False, "hp.alpha_res", 0.5)]
+    rows += [
+        ("umup", 64, 2.0, 3.9, False, "hp.alpha_res", 2.0),
+        ("umup", 128, 2.0, 2.8, False, "hp.alpha_res", 2.0),
+        ("umup", 64, 2.0, 4.5, False, "hp.alpha_res", 0.5),
+        ("umup", 128, 2.0, 3.3, False, "hp.alpha_res", 0.5),
+    ]
     s = transfer_summary(table(rows), "hp", {"axis": "model.width", "hp": "search.axis"})
     assert list(s["hp"].unique()) == ["hp.alpha_res"]
     assert list(s["opt_value"]) == [2.0, 2.0] and list(s["runs"]) == [3, 3]
@@ -48,12 +70,20 @@ def test_transfer_of_each_independently_searched_hp_uses_its_rows_and_the_base()
 def fake_run(folder, cell, loss, steps=3):
     """A run folder with the files train.py writes (for the aggregation's bookkeeping only)."""
     folder.mkdir(parents=True)
-    (folder / "metrics.csv").write_text("step,tokens,train_loss,val_loss,lr\n"
-                                        + "".join(f"{s},{s * 8},{loss + 1},,0.1\n" for s in range(steps)))
+    (folder / "metrics.csv").write_text(
+        "step,tokens,train_loss,val_loss,lr\n" + "".join(f"{s},{s * 8},{loss + 1},,0.1\n" for s in range(steps))
+    )
     (folder / "rms.csv").write_text("step,tensor,kind,rms\n0,embedding,weight,1.0\n")
-    summary = {"cell": cell.id, "config_hash": cell.id, "sweep": cell.sweep, "final_val_loss": loss,
-               "diverged": False, "steps_done": steps - 1,
-               "versions": {"torch": "x"}, **{"train.lr": cell.config.train.lr}}
+    summary = {
+        "cell": cell.id,
+        "config_hash": cell.id,
+        "sweep": cell.sweep,
+        "final_val_loss": loss,
+        "diverged": False,
+        "steps_done": steps - 1,
+        "versions": {"torch": "x"},
+        **{"train.lr": cell.config.train.lr},
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
 
 

@@ -22,6 +22,7 @@ import torch
 from umup_repro.analyses import embedding_update as eu
 from umup_repro.analyses import instructive_example as ie
 from umup_repro.analyses import low_rank as lr
+from umup_repro.analyses import low_rank_measures
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,8 +94,7 @@ def test_embedding_decomposition_sums_back(d, eta_e_exp, eta_w_exp):
     e_new = (e + u_e) / np.std(e + u_e)
     x_new = (W + u_W) @ e_new
     t = eu.update_terms(e, W, g, eta_e, eta_w)
-    np.testing.assert_allclose((t["We"] + t["t2"] + t["t3"] + t["t4"]) / t["std"], x_new,
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose((t["We"] + t["t2"] + t["t3"] + t["t4"]) / t["std"], x_new, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(t["x_new"], x_new, rtol=1e-10, atol=1e-12)
     assert np.sqrt(np.mean(e * e)) == pytest.approx(1.0) and np.sqrt(np.mean(g * g)) == pytest.approx(1.0)
     # The batched form (K pairs sharing W) is the same computation column by column.
@@ -161,8 +161,7 @@ def test_low_rank_losses_and_gradients_match_autograd():
     # logits within 1e-4 of the target, KL ~ 1e-9 must come out positive and right to 1e-3.
     Z32 = (C + 1e-4 * torch.randn_like(C)).float()
     kl32, _ = lr.loss_and_grad(Z32, C.float(), "ce", 1.0)
-    assert float(kl32) == pytest.approx(float(lr.ce_reference(Z32.double(), C.float().double(), 1.0)),
-                                        rel=1e-3)
+    assert float(kl32) == pytest.approx(float(lr.ce_reference(Z32.double(), C.float().double(), 1.0)), rel=1e-3)
 
 
 def test_low_rank_batching_is_exact():
@@ -171,8 +170,11 @@ def test_low_rank_batching_is_exact():
     runs1, ex1, _ = lr.train_group(group, ranks=(2,), seeds=1)
     runs3, ex3, _ = lr.train_group(group, ranks=(1, 2), seeds=3)
     for i, row in runs1.iterrows():
-        j = runs3.index[(runs3["rank"] == row["rank"]) & (runs3["weight_decay"] == row["weight_decay"])
-                        & (runs3["seed"] == row["seed"])][0]
+        j = runs3.index[
+            (runs3["rank"] == row["rank"])
+            & (runs3["weight_decay"] == row["weight_decay"])
+            & (runs3["seed"] == row["seed"])
+        ][0]
         np.testing.assert_allclose(ex1[:, i], ex3[:, j], rtol=1e-5)
 
 
@@ -181,19 +183,23 @@ def test_count_drops_on_synthetic_curves():
     sigmoid = 1 / (1 + np.exp((t - 300) / 10)) + 1e-6
     two_steps = 0.5 / (1 + np.exp((t - 200) / 10)) + 0.5 / (1 + np.exp((t - 600) / 10)) + 1e-6
     power = 1 / (1 + t / 50)  # a steady t^-1 decay: no sharp drop
-    assert lr.count_drops(sigmoid / sigmoid[0]) == 1
-    assert lr.count_drops(two_steps / two_steps[0]) == 2
-    assert lr.count_drops(power) == 0
+    assert low_rank_measures.count_drops(sigmoid / sigmoid[0]) == 1
+    assert low_rank_measures.count_drops(two_steps / two_steps[0]) == 2
+    assert low_rank_measures.count_drops(power) == 0
 
 
 @pytest.fixture(scope="module")
 def lr_plateaus():
     # The analysis' own LRs and step counts, 3 seeds instead of 10 (the plateau measures vary by
     # a few % between seeds, far less than the gaps asserted), ranks 1, 2, 100, λ ∈ {0, 1}.
-    groups = [lr.Group("mse", 1.0, opt, lr.LR[("mse", 1.0, opt)], (0.0, 1.0),
-                       lr.GROUP_STEPS[("mse", opt)]) for opt in ("sgd", "adam", "adamw")]
-    groups += [lr.Group("ce", 1.0, opt, lr.LR[("ce", 1.0, opt)], (0.0,),
-                        lr.GROUP_STEPS[("ce1", opt)]) for opt in ("sgd", "adam")]
+    groups = [
+        lr.Group("mse", 1.0, opt, lr.LR[("mse", 1.0, opt)], (0.0, 1.0), lr.GROUP_STEPS[("mse", opt)])
+        for opt in ("sgd", "adam", "adamw")
+    ]
+    groups += [
+        lr.Group("ce", 1.0, opt, lr.LR[("ce", 1.0, opt)], (0.0,), lr.GROUP_STEPS[("ce1", opt)])
+        for opt in ("sgd", "adam")
+    ]
     _, plateaus, alignment = lr.compute(groups, ranks=(1, 2, 100), seeds=3)
     return plateaus.set_index(["loss", "optimizer", "weight_decay", "rank"]), alignment
 
@@ -220,8 +226,7 @@ def test_low_rank_weight_decay_lengthens_plateau(lr_plateaus):
         assert 1.1 < plateau[("mse", "adam", 1.0, k)] / plateau[("mse", "adam", 0.0, k)] < 1.5
         # AdamW's decoupled decay (lr·λ = 3e-4 a step) leaves the initial phase unchanged: a
         # disagreement with "weight decay lengthens the initial phase" for this optimiser.
-        assert plateau[("mse", "adamw", 1.0, k)] == pytest.approx(plateau[("mse", "adamw", 0.0, k)],
-                                                                   rel=0.05)
+        assert plateau[("mse", "adamw", 1.0, k)] == pytest.approx(plateau[("mse", "adamw", 0.0, k)], rel=0.05)
 
 
 def test_low_rank_adam_full_rank_regains_plateau(lr_plateaus):
@@ -241,7 +246,8 @@ def test_low_rank_cross_entropy_as_stated_is_mse(lr_plateaus):
     for opt in ("sgd", "adam"):
         for k in (1, 2, 100):
             assert p.loc[("ce", opt, 0.0, k), "plateau_steps_median"] == pytest.approx(
-                p.loc[("mse", opt, 0.0, k), "plateau_steps_median"], rel=0.03)
+                p.loc[("mse", opt, 0.0, k), "plateau_steps_median"], rel=0.03
+            )
         assert p.loc[("ce", opt, 0.0, 2), "drops_median"] == 1
 
 
@@ -254,7 +260,7 @@ def test_low_rank_cross_entropy_scaled_softmax():
     for opt in ("sgd", "adam"):
         group = lr.Group("ce", float(lr.N), opt, lr.LR[("ce", float(lr.N), opt)], (0.0,), 1000)
         runs, excess, _ = lr.train_group(group, ranks=(2, 100), alignment_rank=None)
-        runs["drops"] = lr.run_measures(excess)["drops"]
+        runs["drops"] = low_rank_measures.run_measures(excess)["drops"]
         drops[opt] = runs.groupby("rank")["drops"]
     assert drops["sgd"].median()[100] >= 2 and drops["sgd"].max()[100] >= 3
     assert drops["sgd"].max()[2] <= 1
@@ -281,20 +287,31 @@ def test_cli_rejects_options_of_other_analyses(tmp_path):
     from umup_repro.cli import main
 
     with pytest.raises(SystemExit, match="does not apply"):
-        main(["analysis", "instructive_example", "--table", str(tmp_path / "t.csv"),
-              "--figure", str(tmp_path / "f.pdf"), "--plateau-table", str(tmp_path / "p.csv")])
+        main(
+            [
+                "analysis",
+                "instructive_example",
+                "--table",
+                str(tmp_path / "t.csv"),
+                "--figure",
+                str(tmp_path / "f.pdf"),
+                "--plateau-table",
+                str(tmp_path / "p.csv"),
+            ]
+        )
 
 
 def _snakemake(args: list[str], workdir: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # umup-repro
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-           "--directory", str(workdir), *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.mark.skipif(shutil.which("umup-repro", path=str(Path(sys.executable).parent)) is None,
-                    reason="package not installed (pip install -e .)")
+@pytest.mark.skipif(
+    shutil.which("umup-repro", path=str(Path(sys.executable).parent)) is None,
+    reason="package not installed (pip install -e .)",
+)
 def test_snakemake_builds_instructive_example_from_nothing(tmp_path):
     target = "figures/instructive_example.pdf"
     dry = _snakemake(["-n", target], tmp_path)
@@ -312,8 +329,9 @@ def test_snakemake_builds_instructive_example_from_nothing(tmp_path):
     table = pd.read_csv(tmp_path / "results/tables/instructive_example.csv")
     assert len(table) == 2 * 3 * 3 * len(ie.WIDTHS)
     slopes = pd.read_csv(tmp_path / "results/tables/instructive_example_slopes.csv")
-    sp1 = slopes[(slopes.parametrization == "sp") & (slopes.variant == "correlated")
-                 & (slopes.updates == 1)]["slope"].iloc[0]
+    sp1 = slopes[(slopes.parametrization == "sp") & (slopes.variant == "correlated") & (slopes.updates == 1)][
+        "slope"
+    ].iloc[0]
     assert sp1 == pytest.approx(1.0, abs=0.03)
     # Atomic writes leave no temp files behind.
     assert not [p for p in tmp_path.rglob(".*") if p.is_file() and ".snakemake" not in p.parts]

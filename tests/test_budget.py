@@ -9,13 +9,11 @@ import sys
 
 import pytest
 
-from umup_repro.sweeps import budget
-from umup_repro.sweeps import presets
-from umup_repro.sweeps import grid
 from umup_repro.core.compute import flops_per_token
 from umup_repro.core.config import config_hash, flatten_config, resolve_config
-from umup_repro.training.distributed import srun_prefix
 from umup_repro.slurm.submit import submitit_parameters
+from umup_repro.sweeps import budget, grid, presets
+from umup_repro.training.distributed import srun_prefix
 
 CELL = {"model": {"width": 1024, "depth": 8}, "train": {"steps": 1000, "batch_size": 64}}
 H100 = {**budget.DEFAULT_COMPUTE, "gpu_peak_flops": budget.H100_SXM_PEAKS["bf16"]}
@@ -31,8 +29,9 @@ def test_the_estimate_follows_each_cells_precision():
     # the ratios of H100 SXM's dense peaks (Lightning's table): 989.4 / 66.9 and 989.4 / 494.7
     assert fp32 / bf16 == pytest.approx(989.4 / 66.9) and tf32 / bf16 == pytest.approx(2.0)
     selective = seconds(parametrization="umup_fp8", **{"train.precision": "bf16-mixed"})
-    all_hidden = seconds(parametrization="umup_fp8", **{"train.precision": "bf16-mixed",
-                                                        "model.fp8_scheme": "all_hidden"})
+    all_hidden = seconds(
+        parametrization="umup_fp8", **{"train.precision": "bf16-mixed", "model.fp8_scheme": "all_hidden"}
+    )
     assert all_hidden < selective < bf16  # more FLOPs at the FP8 peak, never all of them (readout, attention)
     config = resolve_config(CELL, parametrization="umup_fp8")
     block = 6 * 8 * (4 * 1024**2 + 3 * 1024 * 4096)  # block linears' FLOPs per token
@@ -46,14 +45,22 @@ def test_a_measured_run_calibrates_the_utilisation(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     fraction, how = budget.measured_utilisation(tmp_path, H100)
     assert fraction == pytest.approx(0.25) and "2 device(s)" in how
-    out = subprocess.run([sys.executable, "-m", "umup_repro.cli", "cells", "--preset", "smoke", "--measured",
-                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "umup_repro.cli", "cells", "--preset", "smoke", "--measured", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "25.0% of peak, calibrated from" in out.stdout, out.stderr
 
 
 def test_large_presets_list_nodes_gpus_and_tokens():
-    out = subprocess.run([sys.executable, "-m", "umup_repro.cli", "cells", "--preset", "large"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "umup_repro.cli", "cells", "--preset", "large"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     total = out.stdout.strip().splitlines()[-1].split()
     assert total[:4] == ["total", "9", "8", "2.7T"]  # 9 cells, up to 8 nodes, 3 x 3 x 300B tokens

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from test_hostile import ENV, TINY
 
 UMUP = [sys.executable, "-m", "umup_repro.cli"]
@@ -33,8 +32,13 @@ def built(tmp_path_factory):
 
 
 def train(cfg: Path, cache: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*UMUP, "train", str(cfg), "--out", str(out), "--progress", "none", *extra],
-                          capture_output=True, text=True, env={**ENV, "UMUP_CACHE": str(cache)}, timeout=300)
+    return subprocess.run(
+        [*UMUP, "train", str(cfg), "--out", str(out), "--progress", "none", *extra],
+        capture_output=True,
+        text=True,
+        env={**ENV, "UMUP_CACHE": str(cache)},
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -110,8 +114,12 @@ def _small_bpe(path: Path, vocab: int, text: str) -> None:
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator([text] * 50, trainer)
     path.write_text(tokenizer.to_str())
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_faults import train_cmd
 from test_hostile import ENV, TINY, cfg  # noqa: F401 (cfg: the fixture)
+
 from umup_repro.core.config import config_hash, resolve_config
 from umup_repro.training.run_format import checkpoint_problem, read_summary
 
@@ -87,8 +87,8 @@ def test_a_second_refused_checkpoint_does_not_replace_the_first(cfg, tmp_path):
 def test_lightning_resumes_with_weights_only(cfg, tmp_path, monkeypatch):
     """Lightning's own load on resume is restricted too (it unpickles the file a second time): with
     our check bypassed, the payload still does not run (in-process: the check is patched out)."""
-    from umup_repro.training import run_format as verify
     from umup_repro.cli import main as cli_main
+    from umup_repro.training import run_format as verify
 
     out, marker = tmp_path / "run", tmp_path / "pwned"
     first = subprocess.run(train_cmd(cfg, out), env=ENV, capture_output=True, text=True, timeout=300)

@@ -6,20 +6,23 @@ from umup_repro.core.config import ConfigError, resolve_config
 from umup_repro.model.decoder import build_model
 
 
-@pytest.mark.parametrize("raw,field,allowed", [
-    ({"parametrization": "mupp"}, "parametrization", "'sp', 'mup', 'umup' or 'umup_fp8'"),
-    ({"model": {"width": 100}}, "model.width", "divisible by model.head_dim"),
-    ({"model": {"width": 256, "heads": 3}}, "model.width", "divisible by model.heads"),
-    ({"model": {"width": 0}}, "model.width", "greater than 0"),
-    ({"model": {"depth": -2}}, "model.depth", "greater than 0"),
-    ({"model": {"vocab_size": 1}}, "model.vocab_size", "greater than 1"),
-    ({"train": {"batch_size": 0}}, "train.batch_size", "greater than 0"),
-    ({"hp": {"alpha_foo": 1.0}}, "hp.alpha_foo", "alpha_attn_softmax, alpha_ffn_act"),
-    ({"parametrization": "mup", "hp": {"alpha_res": 1.0}}, "hp.alpha_res", "alpha_attn, alpha_emb, alpha_out"),
-    ({"hp": {"alpha_res": -1.0}}, "hp.alpha_res", "positive"),
-    ({"model": {"widht": 128}}, "model.widht", "allowed here: width, depth"),
-    ({"model": {"width": "wide"}}, "model.width", "valid integer"),
-])
+@pytest.mark.parametrize(
+    "raw,field,allowed",
+    [
+        ({"parametrization": "mupp"}, "parametrization", "'sp', 'mup', 'umup' or 'umup_fp8'"),
+        ({"model": {"width": 100}}, "model.width", "divisible by model.head_dim"),
+        ({"model": {"width": 256, "heads": 3}}, "model.width", "divisible by model.heads"),
+        ({"model": {"width": 0}}, "model.width", "greater than 0"),
+        ({"model": {"depth": -2}}, "model.depth", "greater than 0"),
+        ({"model": {"vocab_size": 1}}, "model.vocab_size", "greater than 1"),
+        ({"train": {"batch_size": 0}}, "train.batch_size", "greater than 0"),
+        ({"hp": {"alpha_foo": 1.0}}, "hp.alpha_foo", "alpha_attn_softmax, alpha_ffn_act"),
+        ({"parametrization": "mup", "hp": {"alpha_res": 1.0}}, "hp.alpha_res", "alpha_attn, alpha_emb, alpha_out"),
+        ({"hp": {"alpha_res": -1.0}}, "hp.alpha_res", "positive"),
+        ({"model": {"widht": 128}}, "model.widht", "allowed here: width, depth"),
+        ({"model": {"width": "wide"}}, "model.width", "valid integer"),
+    ],
+)
 def test_bad_config_names_field_and_allowed_values(raw, field, allowed):
     with pytest.raises(ConfigError) as err:
         build_model(raw)

@@ -55,8 +55,23 @@ def test_training_moves_all_three(tables):
 
 def test_command_writes_csv_and_figure(tmp_path):
     out = tmp_path / "cc"
-    subprocess.run([sys.executable, "-m", "umup_repro.cli", "coord-check", "--parametrization", "umup",
-                    "--widths", "64,128", "--steps", "3", "--out", str(out)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "umup_repro.cli",
+            "coord-check",
+            "--parametrization",
+            "umup",
+            "--widths",
+            "64,128",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
     table = pd.read_csv(out / "coord_check.csv")
     assert list(table.columns) == ["parametrization", "width", "step", "tensor", "kind", "rms"]
     assert set(table["width"]) == {64, 128} and set(table["step"]) == {0, 1, 2, 3}

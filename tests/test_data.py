@@ -40,8 +40,14 @@ def _datasets_cache(tmp_path, monkeypatch):
 
 def run_python(code: str, **env: str) -> dict:
     """Run `code` in a fresh interpreter (offline) and return the JSON it prints last."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **OFFLINE, **env})
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **OFFLINE, **env},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -82,8 +88,17 @@ def default_cache(tmp_path_factory):
     fresh offline processes started together, plus what each reported."""
     cache = tmp_path_factory.mktemp("umup_cache")
     env = {**os.environ, **OFFLINE, "UMUP_CACHE": str(cache), "BARRIER": str(tmp_path_factory.mktemp("barrier"))}
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(BUILD_DEFAULT)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(BUILD_DEFAULT)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
@@ -142,14 +157,17 @@ def test_second_load_maps_the_cache_and_tokenises_nothing(default_cache, monkeyp
     assert {k: sha(v) for k, v in arrays.items()} == a["sha"]
     print(f"second load: {seconds * 1e3:.1f} ms")
     # a fresh process neither tokenises nor even imports `datasets`
-    fresh = run_python("""
+    fresh = run_python(
+        """
         import json, sys
         from umup_repro import data
         from umup_repro.core.config import resolve_config
         arrays = data.token_arrays(resolve_config({}))
         print(json.dumps({"counts": dict(data.BUILD_COUNTS), "datasets": "datasets" in sys.modules,
                           "lengths": {k: len(v) for k, v in arrays.items()}}))
-    """, UMUP_CACHE=str(cache))
+    """,
+        UMUP_CACHE=str(cache),
+    )
     assert fresh == {"counts": {}, "datasets": False, "lengths": {k: len(v) for k, v in arrays.items()}}
 
 
@@ -175,12 +193,16 @@ def test_train_batch_is_contiguous_windows_determined_by_seed_and_step():
     assert (batch[:, 1:] - batch[:, :-1] == 1).all()  # each row is one window of the stream
     assert batch.min() >= 0 and batch.max() < 10_000
     assert batch.equal(data.train_batch(tokens, seed=0, step=5, batch_size=8, seq_len=32))
-    batches = {tuple(data.train_batch(tokens, seed=s, step=t, batch_size=8, seq_len=32)[:, 0].tolist())
-               for s in range(3) for t in range(3)}
+    batches = {
+        tuple(data.train_batch(tokens, seed=s, step=t, batch_size=8, seq_len=32)[:, 0].tolist())
+        for s in range(3)
+        for t in range(3)
+    }
     assert len(batches) == 9
     # windows reach both ends of the array
-    starts = np.concatenate([data.train_batch(np.arange(40), seed=0, step=t, batch_size=64, seq_len=31)[:, 0]
-                             for t in range(4)])
+    starts = np.concatenate(
+        [data.train_batch(np.arange(40), seed=0, step=t, batch_size=64, seq_len=31)[:, 0] for t in range(4)]
+    )
     assert starts.min() == 0 and starts.max() == 8
 
 
@@ -219,12 +241,15 @@ def _text_files(folder: Path) -> tuple[list[str], list[str]]:
 def test_text_files_give_every_document_once_with_a_carved_validation_split(tmp_path, monkeypatch):
     monkeypatch.setenv("UMUP_CACHE", str(tmp_path / "cache"))
     docs, files = _text_files(tmp_path)
-    config = resolve_config({"data": {"corpus": "text_files", "files": files, "val_fraction": 0.3},
-                             "model": {"vocab_size": 300}})
+    config = resolve_config(
+        {"data": {"corpus": "text_files", "files": files, "val_fraction": 0.3}, "model": {"vocab_size": 300}}
+    )
     arrays = data.token_arrays(config)
     tokenizer = data.get_tokenizer(config)
-    split_docs = {s: [d for d in tokenizer.decode(a.tolist(), skip_special_tokens=False).split(data.EOT) if d]
-                  for s, a in arrays.items()}
+    split_docs = {
+        s: [d for d in tokenizer.decode(a.tolist(), skip_special_tokens=False).split(data.EOT) if d]
+        for s, a in arrays.items()
+    }
     assert sorted(split_docs["train"] + split_docs["validation"]) == sorted(docs)
     assert 5 <= len(split_docs["validation"]) <= 30
     # the same files map the same cache entry; a changed file gives a new one
@@ -250,8 +275,9 @@ def test_bpe_training_is_deterministic(tmp_path, monkeypatch):
 def test_max_tokens_caps_each_split(tmp_path, monkeypatch):
     monkeypatch.setenv("UMUP_CACHE", str(tmp_path / "cache"))
     _, files = _text_files(tmp_path)
-    config = resolve_config({"data": {"corpus": "text_files", "files": files, "max_tokens": 50},
-                             "model": {"vocab_size": 300}})
+    config = resolve_config(
+        {"data": {"corpus": "text_files", "files": files, "max_tokens": 50}, "model": {"vocab_size": 300}}
+    )
     arrays = data.token_arrays(config)
     assert len(arrays["train"]) == 50 and len(arrays["validation"]) <= 50
 
@@ -260,8 +286,12 @@ def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused(tmp_path, monke
     monkeypatch.setenv("UMUP_CACHE", str(tmp_path / "cache"))
     _, files = _text_files(tmp_path)
     tokenizer_file = next((hub_home / "hub").glob("models--*/snapshots/*/tokenizer.json"))
-    config = resolve_config({"data": {"corpus": "text_files", "files": files, "tokenizer": str(tokenizer_file)},
-                             "model": {"vocab_size": 300}})
+    config = resolve_config(
+        {
+            "data": {"corpus": "text_files", "files": files, "tokenizer": str(tokenizer_file)},
+            "model": {"vocab_size": 300},
+        }
+    )
     with pytest.raises(ValueError, match="set model.vocab_size to at least"):
         data.token_arrays(config)
 
@@ -278,9 +308,16 @@ def _wikitext_rows(config: str, split: str, n: int) -> list[str]:
     """Rows as in WikiText raw: one line each, blank rows, ` = Title = ` and ` = = Section = = `."""
     rows = []
     for k in range(n):
-        rows += ["", f" = Article {k} of {config} {split} = \n", "",
-                 f" The subject {k} of {config} {split} is described here in plain words . \n", "",
-                 " = = History = = \n", "", f" Its history spans {k + 3} centuries . \n"]
+        rows += [
+            "",
+            f" = Article {k} of {config} {split} = \n",
+            "",
+            f" The subject {k} of {config} {split} is described here in plain words . \n",
+            "",
+            " = = History = = \n",
+            "",
+            f" Its history spans {k + 3} centuries . \n",
+        ]
     return rows
 
 
@@ -321,39 +358,59 @@ def hub_home(tmp_path_factory) -> Path:
         card += f"- config_name: {config}\n  data_files:\n"
         for split in ("train", "validation", "test"):
             files[f"{config}/{split}-00000-of-00001.parquet"] = parquet(
-                _wikitext_rows(config, split, n if split == "train" else 3))
+                _wikitext_rows(config, split, n if split == "train" else 3)
+            )
             card += f"  - split: {split}\n    path: {config}/{split}-*\n"
     files["README.md"] = (card + "---\n# WikiText (test copy)\n").encode()
     _put_repo(hub, "dataset", WIKITEXT, files, "1" * 40)
 
     def jsonl_zst(split, start, n):
-        lines = "".join(json.dumps({"text": f"SlimPajama {split} document {i}: words about item {i} .",
-                                    "meta": {"redpajama_set_name": "RedPajamaC4"}}) + "\n"
-                        for i in range(start, start + n))
+        lines = "".join(
+            json.dumps(
+                {
+                    "text": f"SlimPajama {split} document {i}: words about item {i} .",
+                    "meta": {"redpajama_set_name": "RedPajamaC4"},
+                }
+            )
+            + "\n"
+            for i in range(start, start + n)
+        )
         return zstandard.ZstdCompressor().compress(lines.encode())
 
-    _put_repo(hub, "dataset", SLIMPAJAMA, {
-        "train/chunk1/example_train_0.jsonl.zst": jsonl_zst("train", 0, 20),
-        "train/chunk1/example_train_1.jsonl.zst": jsonl_zst("train", 20, 20),
-        "validation/chunk1/example_holdout_0.jsonl.zst": jsonl_zst("validation", 0, 10),
-        "test/chunk1/example_holdout_0.jsonl.zst": jsonl_zst("test", 0, 10),
-        "README.md": b"# SlimPajama (test copy)\n",
-    }, "2" * 40)
+    _put_repo(
+        hub,
+        "dataset",
+        SLIMPAJAMA,
+        {
+            "train/chunk1/example_train_0.jsonl.zst": jsonl_zst("train", 0, 20),
+            "train/chunk1/example_train_1.jsonl.zst": jsonl_zst("train", 20, 20),
+            "validation/chunk1/example_holdout_0.jsonl.zst": jsonl_zst("validation", 0, 10),
+            "test/chunk1/example_holdout_0.jsonl.zst": jsonl_zst("test", 0, 10),
+            "README.md": b"# SlimPajama (test copy)\n",
+        },
+        "2" * 40,
+    )
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.train_from_iterator(
         [f"SlimPajama train document {i}: words about item {i} ." for i in range(50)],
-        trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<unk>", "<s>", "</s>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     _put_repo(hub, "model", TOKENIZER_REPO, {"tokenizer.json": tokenizer.to_str().encode()}, "3" * 40)
     return home
 
 
 def _decode_splits(code_config: str, hf_home: Path, cache: Path) -> dict:
-    return run_python(f"""
+    return run_python(
+        f"""
         import json
         from umup_repro import data
         from umup_repro.core.config import resolve_config
@@ -362,8 +419,12 @@ def _decode_splits(code_config: str, hf_home: Path, cache: Path) -> dict:
         tok = data.get_tokenizer(config)
         print(json.dumps({{"source": data.hub_source(config.data), "counts": dict(data.BUILD_COUNTS),
                           "eot": data.eot_id(tok), "ids": {{k: v.tolist() for k, v in arrays.items()}},
-                          "text": {{k: tok.decode(v.tolist(), skip_special_tokens=False) for k, v in arrays.items()}}}}))
-    """, HF_HOME=str(hf_home), UMUP_CACHE=str(cache))
+                          "text": {{k: tok.decode(v.tolist(), skip_special_tokens=False)
+                                   for k, v in arrays.items()}}}}))
+    """,
+        HF_HOME=str(hf_home),
+        UMUP_CACHE=str(cache),
+    )
 
 
 def test_wikitext103_loads_by_its_hub_name_offline(hub_home, tmp_path):
@@ -378,8 +439,14 @@ def test_wikitext103_loads_by_its_hub_name_offline(hub_home, tmp_path):
 
 
 def test_slimpajama_streams_up_to_the_token_budget_with_a_hub_tokenizer(hub_home, tmp_path):
-    out = _decode_splits({"data": {"corpus": "slimpajama", "max_tokens": 150, "tokenizer": TOKENIZER_REPO},
-                          "model": {"vocab_size": 512}}, hub_home, tmp_path)
+    out = _decode_splits(
+        {
+            "data": {"corpus": "slimpajama", "max_tokens": 150, "tokenizer": TOKENIZER_REPO},
+            "model": {"vocab_size": 512},
+        },
+        hub_home,
+        tmp_path,
+    )
     assert out["source"] == [SLIMPAJAMA, None]
     train, val = out["ids"]["train"], out["ids"]["validation"]
     assert len(train) == 150 and len(val) == 150
@@ -405,7 +472,8 @@ def test_hub_name_can_be_a_local_copy_of_the_repository(hub_home, tmp_path, monk
 
 def test_missing_hub_dataset_says_how_to_fetch_it_and_leaves_no_files(tmp_path):
     empty_home, cache = tmp_path / "hf_home", tmp_path / "cache"
-    out = run_python("""
+    out = run_python(
+        """
         import json
         from umup_repro import data
         from umup_repro.core.config import resolve_config
@@ -413,7 +481,10 @@ def test_missing_hub_dataset_says_how_to_fetch_it_and_leaves_no_files(tmp_path):
             data.token_arrays(resolve_config({"data": {"corpus": "wikitext103"}}))
         except data.DataUnavailableError as err:
             print(json.dumps({"error": str(err)}))
-    """, HF_HOME=str(empty_home), UMUP_CACHE=str(cache))
+    """,
+        HF_HOME=str(empty_home),
+        UMUP_CACHE=str(cache),
+    )
     message = out["error"]
     assert "'Salesforce/wikitext'" in message and "wikitext-103-raw-v1" in message
     assert "datasets.load_dataset('Salesforce/wikitext', 'wikitext-103-raw-v1')" in message
@@ -432,7 +503,27 @@ def test_bench_data_reports_loader_and_step_time(default_cache, monkeypatch, cap
 
     cache, _ = default_cache
     monkeypatch.setenv("UMUP_CACHE", str(cache))
-    assert main(["bench-data", "--batches", "500", "--steps", "1", "--warmup", "0", "--set", "model.width=64",
-                 "--set", "model.depth=1", "--set", "train.batch_size=4", "--set", "model.seq_len=64"]) == 0
+    assert (
+        main(
+            [
+                "bench-data",
+                "--batches",
+                "500",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--set",
+                "model.width=64",
+                "--set",
+                "model.depth=1",
+                "--set",
+                "train.batch_size=4",
+                "--set",
+                "model.seq_len=64",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "cache hit" in out and "batches/s" in out and "train step" in out and ": ok" in out

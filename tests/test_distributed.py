@@ -16,8 +16,8 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-
 from test_train import ENV, last_metrics_step, train_cmd, wait_for
+
 from umup_repro.core.config import ConfigError, config_hash, config_to_dict, resolve_config
 
 STEPS, EVERY = 12, 4
@@ -31,8 +31,9 @@ TWO = ("distributed.devices=2",)
 
 
 def run(cfg, out, *sets):
-    proc = subprocess.run(train_cmd(cfg, out, *sets) + ["--progress", "lines"], env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        train_cmd(cfg, out, *sets) + ["--progress", "lines"], env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -40,8 +41,13 @@ def run(cfg, out, *sets):
 def start(cfg, out, log, *sets) -> subprocess.Popen:
     """A run in its own process group, so the test can kill every rank at once (a lost node)."""
     with open(log, "w") as f:
-        return subprocess.Popen(train_cmd(cfg, out, *sets) + ["--progress", "lines"], env=ENV, stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            train_cmd(cfg, out, *sets) + ["--progress", "lines"],
+            env=ENV,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def losses(folder) -> pd.DataFrame:

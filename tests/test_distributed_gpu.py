@@ -12,7 +12,6 @@ import signal
 
 import pytest
 import torch
-
 from test_distributed import cfg, losses, one, run, start, two  # noqa: F401 (fixtures)
 from test_train import wait_for
 

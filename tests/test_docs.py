@@ -21,12 +21,19 @@ SKIP_DIRS = {".git", ".venv", "results", "figures", "__pycache__", ".snakemake",
 def repo_files() -> list[Path]:
     """Tracked files plus new ones git does not ignore (so a file is checked before its commit)."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True, check=True).stdout.decode()
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
         paths = [ROOT / p for p in out.split("\0") if p]
     except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked sdist)
-        paths = [p for p in ROOT.rglob("*")
-                 if not SKIP_DIRS.intersection(p.relative_to(ROOT).parts) and ".egg-info" not in str(p)]
+        paths = [
+            p
+            for p in ROOT.rglob("*")
+            if not SKIP_DIRS.intersection(p.relative_to(ROOT).parts) and ".egg-info" not in str(p)
+        ]
     return sorted(p for p in paths if p.is_file())
 
 
@@ -128,7 +135,8 @@ def test_every_docs_page_is_linked_from_the_readme():
     linked = {target.partition("#")[0] for target in LINK.findall(readme)}
     pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))
     assert pages and not [p for p in pages if p not in linked], (
-        f"link these from README.md: {[p for p in pages if p not in linked]}")
+        f"link these from README.md: {[p for p in pages if p not in linked]}"
+    )
 
 
 def test_the_module_map_lists_every_module():
@@ -136,9 +144,15 @@ def test_the_module_map_lists_every_module():
     umup_repro/ by its path (a package's __init__.py aside), and every path it names exists."""
     design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
     _, table, _ = design.split("<!-- MODULE MAP -->")
-    named = set(re.findall(r"`([\w./-]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()
-                                                      if line.startswith("| `"))))
-    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "umup_repro").rglob("*.py")
-               if p.name != "__init__.py" and "__pycache__" not in p.parts}
+    named = set(
+        re.findall(
+            r"`([\w./-]+)`", "\n".join(line.split("|")[1] for line in table.splitlines() if line.startswith("| `"))
+        )
+    )
+    modules = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "umup_repro").rglob("*.py")
+        if p.name != "__init__.py" and "__pycache__" not in p.parts
+    }
     assert not sorted(modules - named), f"add rows to the module map: {sorted(modules - named)}"
     assert not [n for n in named if not (ROOT / n).exists()], "the module map names paths that do not exist"

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_hostile import ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,13 +23,17 @@ REFUSING = {
     "coord-check": (["coord-check", "--parametrization", "umup", "--widths", "64,abc", "--out", "{tmp}"], "--widths"),
     "bench": (["bench", "--width", "0", "--steps", "0", "--repeats", "1"], "model.width"),
     "bench-data": (["bench-data", "--set", "model.width=abc"], "model.width"),
-    "analysis": (["analysis", "low_rank", "--table", "{tmp}/t.csv", "--figure", "{tmp}/f.pdf",
-                  "--slopes-table", "{tmp}/s.csv"], "--slopes-table"),
+    "analysis": (
+        ["analysis", "low_rank", "--table", "{tmp}/t.csv", "--figure", "{tmp}/f.pdf", "--slopes-table", "{tmp}/s.csv"],
+        "--slopes-table",
+    ),
     "cells": (["cells", "--preset", "nosuch"], "nosuch"),
     "aggregate": (["aggregate", "--preset", "smoke", "--sweep", "nosuch"], "nosuch"),
     "search-stage": (["search-stage", "--preset", "smoke", "--sweep", "nosuch", "--stage", "lr"], "nosuch"),
-    "transfer-error": (["transfer-error", "--preset", "smoke", "--sweep", "hp_pairs", "--tables", "{tmp}",
-                       "--out", "{tmp}/te.csv"], "hp_pairs.csv"),
+    "transfer-error": (
+        ["transfer-error", "--preset", "smoke", "--sweep", "hp_pairs", "--tables", "{tmp}", "--out", "{tmp}/te.csv"],
+        "hp_pairs.csv",
+    ),
     "bench-dag": (["bench-dag", "--preset", "nosuch"], "nosuch"),
     "plot": (["plot", "no_such_figure", "--tables", "{tmp}"], "no_such_figure"),
     "claims": (["claims", "--inputs", "{tmp}/missing.csv", "--out", "{tmp}/c.csv"], "missing.csv"),
@@ -40,7 +43,7 @@ REFUSING = {
 def readme_exit_codes() -> dict[str, str]:
     """{code: meaning} from the exit-code table of docs/training.md."""
     text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
-    table = text[text.index("**Exit codes**"):]
+    table = text[text.index("**Exit codes**") :]
     rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", table.split("\n\n", 2)[1], re.MULTILINE)
     return {code.strip(): meaning for code, meaning in rows if code.strip() not in ("Exit code", "---")}
 
@@ -65,8 +68,14 @@ def test_every_command_has_a_refusing_case():
 def test_each_command_refuses_with_the_user_error_code(command, tmp_path):
     args, named = REFUSING[command]
     user_error = int(next(c for c, m in readme_exit_codes().items() if "user error" in m))
-    proc = subprocess.run([*UMUP, *(a.format(tmp=tmp_path) for a in args)], capture_output=True, text=True,
-                          env=ENV, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [*UMUP, *(a.format(tmp=tmp_path) for a in args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == user_error, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().startswith("umup-repro") or "usage:" in proc.stderr, proc.stderr

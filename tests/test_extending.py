@@ -28,8 +28,12 @@ def page_example(marker: str) -> str:
     return block
 
 
-TINY_CELL = {"model": {"width": 32, "depth": 1, "head_dim": 32}, "train": {"steps": 2, "batch_size": 4, "warmup": 0},
-             "data": {"val_batches": 1}, "log": {"val_every": 2, "rms_every": 2}}
+TINY_CELL = {
+    "model": {"width": 32, "depth": 1, "head_dim": 32},
+    "train": {"steps": 2, "batch_size": 4, "warmup": 0},
+    "data": {"val_batches": 1},
+    "log": {"val_every": 2, "rms_every": 2},
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +146,7 @@ def test_every_search_kind_in_the_schema_expands_into_cells_of_that_kind():
 def test_a_block_holds_one_search_at_most():
     """The schema's `not.anyOf` names every pair of search kinds (the page's step 2)."""
     schema = block_schema()
-    for (a, block_a), (b, block_b) in itertools.combinations(KIND_EXAMPLES.items(), 2):
+    for (_, block_a), (_, block_b) in itertools.combinations(KIND_EXAMPLES.items(), 2):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**block_a, **block_b}, schema)
 
@@ -157,19 +161,31 @@ def lr_width_table(path: Path, umup_best: float, sp_best: float) -> None:
     for p, best in (("umup", umup_best), ("sp", sp_best)):
         for width, offset in ((64, 0.3), (128, 0.0)):
             for lr, extra in ((0.25, 0.1), (1.0, 0.0)):
-                rows.append({"cell": f"{p}-{width}-{lr}", "sweep": "lr_width", "parametrization": p,
-                             "model.width": width, "train.lr": lr, "final_val_loss": best + offset + extra,
-                             "diverged": False})
+                rows.append(
+                    {
+                        "cell": f"{p}-{width}-{lr}",
+                        "sweep": "lr_width",
+                        "parametrization": p,
+                        "model.width": width,
+                        "train.lr": lr,
+                        "final_val_loss": best + offset + extra,
+                        "diverged": False,
+                    }
+                )
     pd.DataFrame(rows).to_csv(path / "lr_width.csv", index=False)
 
 
-@pytest.mark.parametrize("umup_best, sp_best, verdict, measured", [
-    (3.8, 3.9, "holds", "width 128: 3.800 vs 3.900"),
-    (4.0, 3.9, "fails", "width 128: 4.000 vs 3.900"),
-    (None, None, "not measured", None),
-])
-def test_a_claim_added_as_the_page_says_gets_its_verdict_row(tmp_path, monkeypatch, umup_best, sp_best, verdict,
-                                                             measured):
+@pytest.mark.parametrize(
+    "umup_best, sp_best, verdict, measured",
+    [
+        (3.8, 3.9, "holds", "width 128: 3.800 vs 3.900"),
+        (4.0, 3.9, "fails", "width 128: 4.000 vs 3.900"),
+        (None, None, "not measured", None),
+    ],
+)
+def test_a_claim_added_as_the_page_says_gets_its_verdict_row(
+    tmp_path, monkeypatch, umup_best, sp_best, verdict, measured
+):
     from umup_repro.results import claims
 
     monkeypatch.setattr(claims, "CLAIMS", list(claims.CLAIMS))  # the page appends to it

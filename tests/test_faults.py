@@ -17,23 +17,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_hostile import ENV, TINY, cfg  # noqa: F401 (cfg: the fixture)
+
 from umup_repro.core.config import config_hash, resolve_config
 from umup_repro.training.run_format import check_tables, read_summary
 
 
 def train_cmd(cfg: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "umup_repro.cli", "train", str(cfg), "--out", str(out), "--progress", "none",
-            *extra]
+    return [sys.executable, "-m", "umup_repro.cli", "train", str(cfg), "--out", str(out), "--progress", "none", *extra]
 
 
 def test_unusable_checkpoint_restarts_from_scratch_with_a_warning(cfg, tmp_path):
     """A truncated checkpoint is moved aside, the cell starts over and ends identical to a clean
     run (same seed, batches by step: metrics.csv byte-identical)."""
     ref, out = tmp_path / "ref", tmp_path / "run"
-    done = subprocess.run(train_cmd(cfg, ref, "--keep-checkpoints"), env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        train_cmd(cfg, ref, "--keep-checkpoints"), env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     # the state a kill after the step-2 checkpoint leaves: config, files, checkpoint, no summary
     out.mkdir()
@@ -61,8 +61,9 @@ def test_checkpoint_problem_names_empty_and_garbage_files(tmp_path, content):
 
 def test_absurd_lr_diverges_instead_of_crashing_and_has_no_final_loss(cfg, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(train_cmd(cfg, out, "--set", "train.lr=1e38"), env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        train_cmd(cfg, out, "--set", "train.lr=1e38"), env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["diverged"] is True and "overflow" in summary["diverged_reason"]
@@ -95,8 +96,9 @@ def test_two_trainers_racing_on_one_folder_never_mix_two_cells(tmp_path):
     reps, parallel = 20, 2
 
     def start(name: str, out: Path) -> subprocess.Popen:
-        return subprocess.Popen(train_cmd(cfgs[name], out), env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            train_cmd(cfgs[name], out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -105,8 +107,14 @@ def test_two_trainers_racing_on_one_folder_never_mix_two_cells(tmp_path):
         runs = []
         for rep in range(first_rep, min(first_rep + parallel, reps)):
             first, second = ("a", "a") if rep % 2 == 0 else (("a", "b") if rep % 4 == 1 else ("b", "a"))
-            runs.append({"rep": rep, "out": tmp_path / f"rep{rep}" / "cell", "names": (first, second),
-                         "delay": rng.uniform(0.0, 3.0)})
+            runs.append(
+                {
+                    "rep": rep,
+                    "out": tmp_path / f"rep{rep}" / "cell",
+                    "names": (first, second),
+                    "delay": rng.uniform(0.0, 3.0),
+                }
+            )
         t0 = time.perf_counter()
         for r in runs:
             r["procs"] = [start(r["names"][0], r["out"])]
@@ -117,8 +125,9 @@ def test_two_trainers_racing_on_one_folder_never_mix_two_cells(tmp_path):
             outs = [p.communicate(timeout=300)[0] for p in r["procs"]]
             rcs = [p.returncode for p in r["procs"]]
             out = r["out"]
-            where = (f"rep {r['rep']} ({' then '.join(r['names'])} after {r['delay']:.2f} s): rc {rcs}\n"
-                     + "\n".join(outs))
+            where = f"rep {r['rep']} ({' then '.join(r['names'])} after {r['delay']:.2f} s): rc {rcs}\n" + "\n".join(
+                outs
+            )
             assert set(rcs) <= {0, 2} and 0 in rcs, where
             assert "Traceback" not in "".join(outs), where
             trained = [rc == 0 and "already complete" not in o for o, rc in zip(outs, rcs)]
@@ -131,5 +140,7 @@ def test_two_trainers_racing_on_one_folder_never_mix_two_cells(tmp_path):
                 if rc == 2:
                     assert "in use by another process" in o or "holds a different config" in o, where
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"race stress test: {reps} repetitions in {time.perf_counter() - started:.0f} s,"
-          f" {children.ru_utime + children.ru_stime - cpu_before:.0f} s of child CPU")
+    print(
+        f"race stress test: {reps} repetitions in {time.perf_counter() - started:.0f} s,"
+        f" {children.ru_utime + children.ru_stime - cpu_before:.0f} s of child CPU"
+    )

@@ -24,27 +24,42 @@ from umup_repro.figures.lr_transfer import TRANSFER_AXES, transfer
 from umup_repro.figures.plot import plot
 from umup_repro.results.tables import load_table, prepare
 
-BASE = {"model": {"width": 32, "head_dim": 16, "depth": 1, "seq_len": 32},
-        "train": {"steps": 20, "batch_size": 4, "warmup": 5},
-        "log": {"rms_every": 10, "val_every": 10}}
+BASE = {
+    "model": {"width": 32, "head_dim": 16, "depth": 1, "seq_len": 32},
+    "train": {"steps": 20, "batch_size": 4, "warmup": 5},
+    "log": {"rms_every": 10, "val_every": 10},
+}
 LR = {"sp": 2.0**-9, "mup": 2.0**-8, "umup": 2.0**1}
-HP_AXES = {"umup": {"hp.alpha_res": (0.5, 2.0), "hp.alpha_ffn_act": (0.5, 2.0)},
-           "mup": {"hp.sigma_init": (2.0**-5, 2.0**-3), "hp.alpha_out": (0.5, 2.0)}}
+HP_AXES = {
+    "umup": {"hp.alpha_res": (0.5, 2.0), "hp.alpha_ffn_act": (0.5, 2.0)},
+    "mup": {"hp.sigma_init": (2.0**-5, 2.0**-3), "hp.alpha_out": (0.5, 2.0)},
+}
 HP_DEFAULT = {"hp.alpha_res": 1.0, "hp.alpha_ffn_act": 1.0, "hp.sigma_init": 2.0**-4, "hp.alpha_out": 1.0}
 
 
 def _cells() -> dict[str, list[tuple[dict, str, str]]]:
     """Each sweep's cells in run order: (flat overrides, search.kind, search.axis)."""
     sweeps: dict[str, list] = {}
-    grid = lambda *cells: [(c, "grid", "") for c in cells]
-    lr_width = [{"parametrization": p, "model.width": w, "train.lr": LR[p] * f}
-                for p in ("sp", "mup", "umup") for w in (32, 64) for f in (0.25, 1.0, 4.0)]
+
+    def grid(*cells):
+        return [(c, "grid", "") for c in cells]
+
+    lr_width = [
+        {"parametrization": p, "model.width": w, "train.lr": LR[p] * f}
+        for p in ("sp", "mup", "umup")
+        for w in (32, 64)
+        for f in (0.25, 1.0, 4.0)
+    ]
     lr_width.append({"parametrization": "sp", "model.width": 64, "train.lr": 4.0})  # diverges
     sweeps["lr_width"] = grid(*lr_width)
-    for name, key, values in (("lr_depth", "model.depth", (1, 2)), ("lr_batch", "train.batch_size", (4, 8)),
-                              ("lr_steps", "train.steps", (10, 20))):
-        sweeps[name] = grid(*[{"parametrization": "umup", key: v, "train.lr": LR["umup"] * f}
-                              for v in values for f in (0.25, 1.0)])
+    for name, key, values in (
+        ("lr_depth", "model.depth", (1, 2)),
+        ("lr_batch", "train.batch_size", (4, 8)),
+        ("lr_steps", "train.steps", (10, 20)),
+    ):
+        sweeps[name] = grid(
+            *[{"parametrization": "umup", key: v, "train.lr": LR["umup"] * f} for v in values for f in (0.25, 1.0)]
+        )
     hp = []
     for p in ("mup", "umup"):
         for w in (32, 64):
@@ -63,13 +78,27 @@ def _cells() -> dict[str, list[tuple[dict, str, str]]]:
         for key, values in HP_AXES[p].items():
             indep += [({"parametrization": p, key: values[0]}, "independent", key)]
     sweeps["search_random"], sweeps["search_independent"] = rand, indep
-    sweeps["embedding_lr"] = grid(*[{"parametrization": "umup", "train.emb_lr_rule": r, "model.width": w,
-                                     "train.lr": LR["umup"] * f}
-                                    for r in ("inv_sqrt_fan_out", "constant") for w in (32, 64) for f in (0.25, 1.0)])
-    sweeps["rms"] = grid(*[{"parametrization": p, "model.width": w, "train.lr": LR.get(p, 2.0)}
-                           for p in ("mup", "umup", "umup_fp8") for w in (32, 64)])
-    sweeps["fp8"] = grid(*[{"parametrization": p, "model.fp8": f, "train.lr": LR.get(p, 2.0)}
-                           for p, f in (("umup", False), ("umup_fp8", False), ("mup", False), ("mup", True))])
+    sweeps["embedding_lr"] = grid(
+        *[
+            {"parametrization": "umup", "train.emb_lr_rule": r, "model.width": w, "train.lr": LR["umup"] * f}
+            for r in ("inv_sqrt_fan_out", "constant")
+            for w in (32, 64)
+            for f in (0.25, 1.0)
+        ]
+    )
+    sweeps["rms"] = grid(
+        *[
+            {"parametrization": p, "model.width": w, "train.lr": LR.get(p, 2.0)}
+            for p in ("mup", "umup", "umup_fp8")
+            for w in (32, 64)
+        ]
+    )
+    sweeps["fp8"] = grid(
+        *[
+            {"parametrization": p, "model.fp8": f, "train.lr": LR.get(p, 2.0)}
+            for p, f in (("umup", False), ("umup_fp8", False), ("mup", False), ("mup", True))
+        ]
+    )
     return sweeps
 
 
@@ -98,16 +127,26 @@ def build_tables(root: Path) -> Path:
         rows, metrics, rms = [], [], []
         for index, (flat, kind, axis) in enumerate(cells):
             over = _nest(flat)
-            config = resolve_config({**BASE, "parametrization": over.pop("parametrization")},
-                                    **{k: v for k, v in flat.items() if k != "parametrization"})
+            config = resolve_config(
+                {**BASE, "parametrization": over.pop("parametrization")},
+                **{k: v for k, v in flat.items() if k != "parametrization"},
+            )
             tokens = tokens or token_arrays(config)
             cell = config_hash(config)
             folder = root / "runs" / sweep / cell
             run_cell(config, folder, sweep=sweep, progress="none", tokens=tokens)
             summary = json.loads((folder / "summary.json").read_text())
             summary = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
-            rows.append({"cell": cell, "sweep": sweep, "search.kind": kind, "search.index": index,
-                         "search.axis": axis, **summary})
+            rows.append(
+                {
+                    "cell": cell,
+                    "sweep": sweep,
+                    "search.kind": kind,
+                    "search.index": index,
+                    "search.axis": axis,
+                    **summary,
+                }
+            )
             metrics.append(pd.read_csv(folder / "metrics.csv").assign(cell=cell))
             rms.append(pd.read_csv(folder / "rms.csv").assign(cell=cell))
         pd.DataFrame(rows).to_csv(tables / f"{sweep}.csv", index=False)
@@ -129,8 +168,9 @@ def coord_tables(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("coord") / "tables"
     for p in ("sp", "umup"):
-        table = run_coord_check(p, [32, 64, 128], depth=1, steps=2, batch_size=2, seq_len=32,
-                                base={"model": {"head_dim": 16}})
+        table = run_coord_check(
+            p, [32, 64, 128], depth=1, steps=2, batch_size=2, seq_len=32, base={"model": {"head_dim": 16}}
+        )
         (root / "coord_check" / p).mkdir(parents=True)
         table.to_csv(root / "coord_check" / p / "coord_check.csv", index=False)
     return root
@@ -209,8 +249,7 @@ def test_hp_transfer_optimum_includes_the_base_point(tables, tmp_path):
     check_files(tmp_path / "hp.pdf")
     assert {(r.panel, r.hp) for r in result.itertuples()} == {(p, k) for p in HP_AXES for k in HP_AXES[p]}
     for r in result.itertuples():
-        g = df[(df["variant"] == r.panel) & (df["model.width"] == r.line)
-               & df["search.axis"].isin([r.hp, "base"])]
+        g = df[(df["variant"] == r.panel) & (df["model.width"] == r.line) & df["search.axis"].isin([r.hp, "base"])]
         ok = g[~g["diverged"]]
         assert r.runs == len(g) == 3  # base + two values
         best = ok.loc[ok["final_val_loss"].idxmin()]
@@ -226,7 +265,7 @@ def test_search_strategies_best_so_far(tables, tmp_path):
         assert len(c) == len(g)
         assert list(c["runs"]) == list(range(1, len(g) + 1))
         started = c["best_so_far"].dropna()  # NaN only before the first run that did not diverge
-        assert c["best_so_far"].iloc[len(c) - len(started):].notna().all()
+        assert c["best_so_far"].iloc[len(c) - len(started) :].notna().all()
         assert started.is_monotonic_decreasing
         ok = g[~g["diverged"]]["final_val_loss"]
         assert c["best_so_far"].iloc[-1] == pytest.approx(ok.min())
@@ -246,8 +285,12 @@ def test_rms_init(tables, tmp_path):
     main = main_table(tables, "rms")
     joined = raw[raw["step"] == 0].merge(main[["cell", "variant", "model.width"]], on="cell")
     for row in data[(data["kind"] == "weight") & (data["type"] == "ffn.up_proj")].itertuples():
-        sel = joined[(joined["variant"] == row.variant) & (joined["model.width"] == row.width)
-                     & (joined["kind"] == "weight") & joined["tensor"].str.endswith("ffn.up_proj.weight")]
+        sel = joined[
+            (joined["variant"] == row.variant)
+            & (joined["model.width"] == row.width)
+            & (joined["kind"] == "weight")
+            & joined["tensor"].str.endswith("ffn.up_proj.weight")
+        ]
         assert row.rms == pytest.approx(sel["rms"].median())
     umup_w = data[(data["variant"] == "umup") & (data["kind"] == "weight")]["rms"]
     assert umup_w.between(0.9, 1.1).all()
@@ -270,8 +313,12 @@ def test_rms_end_axes_and_base_point(tables, tmp_path):
     assert set(data["axis"]) == {"train.lr", "model.width", "model.depth", "train.steps", "train.batch_size"}
     main = main_table(tables, *sweeps)
     umup = main[main["variant"] == "umup"]
-    at_base = umup[(umup["model.width"] == 32) & (umup["model.depth"] == 1) & (umup["train.steps"] == 20)
-                   & (umup["train.batch_size"] == 4)]  # the base point: each axis' most common value
+    at_base = umup[
+        (umup["model.width"] == 32)
+        & (umup["model.depth"] == 1)
+        & (umup["train.steps"] == 20)
+        & (umup["train.batch_size"] == 4)
+    ]  # the base point: each axis' most common value
     lr = data[data["axis"] == "train.lr"]
     assert set(lr["value"]) == set(at_base["train.lr"])
     width = data[data["axis"] == "model.width"]
@@ -300,14 +347,15 @@ def test_fp8_training(tables, tmp_path):
 def test_fp8_scheme_is_its_own_variant():
     """A run under model.fp8_scheme all_hidden is drawn as its own line, never merged with the
     selective scheme's; the scheme is ignored where FP8 is off."""
-    table = pd.DataFrame({
-        "parametrization": ["umup", "umup_fp8", "umup_fp8", "mup", "mup", "umup"],
-        "model.fp8": [False, False, False, True, True, False],
-        "model.fp8_scheme": ["selective", "selective", "all_hidden", "selective", "all_hidden", "all_hidden"],
-        "final_val_loss": [1.0] * 6,
-    })
-    assert prepare(table)["variant"].tolist() == [
-        "umup", "umup_fp8", "umup_fp8_all", "mup_fp8", "mup_fp8_all", "umup"]
+    table = pd.DataFrame(
+        {
+            "parametrization": ["umup", "umup_fp8", "umup_fp8", "mup", "mup", "umup"],
+            "model.fp8": [False, False, False, True, True, False],
+            "model.fp8_scheme": ["selective", "selective", "all_hidden", "selective", "all_hidden", "all_hidden"],
+            "final_val_loss": [1.0] * 6,
+        }
+    )
+    assert prepare(table)["variant"].tolist() == ["umup", "umup_fp8", "umup_fp8_all", "mup_fp8", "mup_fp8_all", "umup"]
 
 
 def test_coord_check(coord_tables, tmp_path):
@@ -333,15 +381,46 @@ def test_small_grid_and_missing_parametrization(tables, tmp_path):
 def test_cli_plot_writes_figure_and_data(tables, tmp_path):
     out = tmp_path / "figs" / "transfer_width.pdf"
     data = tmp_path / "tw.csv"
-    proc = subprocess.run([sys.executable, "-m", "umup_repro.cli", "plot", "transfer_width", "--tables",
-                           str(tables), "--sweeps", "lr_width", "--out", str(out), "--data", str(data)],
-                          check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "umup_repro.cli",
+            "plot",
+            "transfer_width",
+            "--tables",
+            str(tables),
+            "--sweeps",
+            "lr_width",
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     check_files(out)
     assert len(pd.read_csv(data)) == 6  # 3 parametrizations × 2 widths
-    proc = subprocess.run([sys.executable, "-m", "umup_repro.cli", "plot", "transfer_width", "--tables",
-                           str(tmp_path / "nowhere"), "--out", str(out)], check=False, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "umup_repro.cli",
+            "plot",
+            "transfer_width",
+            "--tables",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "lr_width.csv is missing" in proc.stderr
 
 
@@ -366,8 +445,10 @@ def test_catalog_names_each_figures_drawing_function_and_its_tables():
 def test_the_catalog_and_the_figures_package_load_no_matplotlib():
     """The DAG and the preset checks read the catalog on every evaluation: no matplotlib, pandas or
     torch behind it, nor behind `import umup_repro.figures`."""
-    code = ("import sys, umup_repro.core.figure_catalog, umup_repro.sweeps.preset_checks, umup_repro.figures;"
-            " print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'pandas', 'torch', 'seaborn'}))")
+    code = (
+        "import sys, umup_repro.core.figure_catalog, umup_repro.sweeps.preset_checks, umup_repro.figures;"
+        " print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'pandas', 'torch', 'seaborn'}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "[]", proc.stdout
 
@@ -376,8 +457,14 @@ def _dry_run_jobs(target: str) -> dict[str, int]:
     import shutil
 
     exe = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
-    proc = subprocess.run([exe, "-n", "--forceall", target, "--config", "preset=smoke"], cwd=Path(__file__).parents[1],
-                          check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [exe, "-n", "--forceall", target, "--config", "preset=smoke"],
+        cwd=Path(__file__).parents[1],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0]
     jobs = {}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from umup_repro.model import fp8
 from umup_repro.core.config import ConfigError, resolve_config
+from umup_repro.model import fp8
 from umup_repro.model.decoder import Linear, build_model
 
 
@@ -44,7 +44,8 @@ def test_in_range_equals_torch_own_cast():
 
 
 def test_which_matmuls_are_cast():
-    """docs/paper.md, FP8 (`selective`): q/k/v and FFN up/gate inputs in FP8; attention-out, FFN-down, embedding, readout not."""
+    """docs/paper.md, FP8 (`selective`): q/k/v and FFN up/gate inputs in FP8; attention-out, FFN-down,
+    embedding, readout not."""
     model = build_model(resolve_config({"parametrization": "umup_fp8", "model": {"width": 128, "depth": 2}}))
     cast = sorted(n.split(".", 2)[-1] for n, m in model.named_modules() if isinstance(m, Linear) and m.use_fp8)
     assert set(cast) == {"attn.q_proj", "attn.k_proj", "attn.v_proj", "ffn.up_proj", "ffn.gate_proj"}
@@ -58,7 +59,12 @@ def test_all_hidden_scheme_casts_every_block_matmul():
     config = {"parametrization": "umup_fp8", "model": {"width": 128, "depth": 2, "fp8_scheme": "all_hidden"}}
     model = build_model(resolve_config(config))
     cast = {n.split(".", 2)[-1] for n, m in model.named_modules() if isinstance(m, Linear) and m.use_fp8}
-    assert cast == {f"attn.{p}_proj" for p in "qkv"} | {"attn.out_proj", "ffn.up_proj", "ffn.gate_proj", "ffn.down_proj"}
+    assert cast == {f"attn.{p}_proj" for p in "qkv"} | {
+        "attn.out_proj",
+        "ffn.up_proj",
+        "ffn.gate_proj",
+        "ffn.down_proj",
+    }
     assert not model.readout.use_fp8
     # FP8 off: the scheme changes nothing
     plain = build_model(resolve_config({"parametrization": "umup", "model": {"fp8_scheme": "all_hidden"}}))
@@ -84,8 +90,12 @@ def test_umup_fp8_loss_at_init_matches_umup(real_batch):
 def underflow_fraction(parametrization, batch, width=1024):
     """Fraction of nonzero gradient entries entering the FP8 matmuls that E5M2 flushes to zero."""
     torch.manual_seed(0)
-    config = resolve_config({"parametrization": parametrization,
-                             "model": {"width": width, "depth": 2, "seq_len": batch.shape[1] - 1, "fp8": True}})
+    config = resolve_config(
+        {
+            "parametrization": parametrization,
+            "model": {"width": width, "depth": 2, "seq_len": batch.shape[1] - 1, "fp8": True},
+        }
+    )
     model = build_model(config)
     counts = []
 

@@ -28,8 +28,8 @@ import math
 import pytest
 import torch
 
-from umup_repro.model import fp8
 from umup_repro.core.config import resolve_config
+from umup_repro.model import fp8
 from umup_repro.model.decoder import Linear, build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -98,8 +98,10 @@ def test_real_matmul_matches_simulated(fmt_a, fmt_b, dtype):
     bound = scale * 2.0**-8
     if dtype == torch.bfloat16:
         bound += sim.float().abs() * 2.0**-7
-    print(f"\n{dtype} {fmt_a} x {fmt_b}: rel rms {rel_rms(real, sim):.2e}, max err / sum|a||b| "
-          f"{float((err / scale).max()):.2e}")
+    print(
+        f"\n{dtype} {fmt_a} x {fmt_b}: rel rms {rel_rms(real, sim):.2e}, max err / sum|a||b| "
+        f"{float((err / scale).max()):.2e}"
+    )
     assert rel_rms(real, sim) < (1e-3 if dtype == torch.float32 else 3e-3)
     assert (err <= bound).all()
 
@@ -123,17 +125,31 @@ def test_real_path_covers_forward_and_backward():
 # Whole model: real vs simulated, loss at init and along a short training run
 
 
-def train_losses(parametrization: str, *, steps: int, simulated: bool = False, precision: str = "32",
-                 width: int = 256, depth: int = 2, batch_size: int = 8, seq_len: int = 128,
-                 fp8_casts: bool = False, tokens=None) -> list[float]:
+def train_losses(
+    parametrization: str,
+    *,
+    steps: int,
+    simulated: bool = False,
+    precision: str = "32",
+    width: int = 256,
+    depth: int = 2,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    fp8_casts: bool = False,
+    tokens=None,
+) -> list[float]:
     """Training losses of `steps` AdamW steps (loss t is measured before update t), on the GPU,
     the run's own optimizer, LR and schedule, real text. `simulated` forces the simulated casts."""
     from umup_repro.data import token_arrays, train_batch
     from umup_repro.model.optim import build_optimizer, build_scheduler
 
-    config = resolve_config({"parametrization": parametrization,
-                             "model": {"width": width, "depth": depth, "seq_len": seq_len, "fp8": fp8_casts},
-                             "train": {"steps": steps, "batch_size": batch_size, "warmup": 5, "precision": precision}})
+    config = resolve_config(
+        {
+            "parametrization": parametrization,
+            "model": {"width": width, "depth": depth, "seq_len": seq_len, "fp8": fp8_casts},
+            "train": {"steps": steps, "batch_size": batch_size, "warmup": 5, "precision": precision},
+        }
+    )
     t = config.train
     if tokens is None:
         tokens = token_arrays(config)["train"]
@@ -166,9 +182,11 @@ def test_umup_fp8_real_matches_simulated(precision, init_tol, train_tol):
     real = train_losses("umup_fp8", steps=20, precision=precision)
     sim = train_losses("umup_fp8", steps=20, precision=precision, simulated=True)
     high = train_losses("umup", steps=20, precision=precision)  # no FP8 casts at all
-    print(f"\nu-muP-FP8 {precision}: real {real[0]:.6f} -> {real[-1]:.6f}, simulated {sim[0]:.6f} -> "
-          f"{sim[-1]:.6f}, no FP8 {high[0]:.6f} -> {high[-1]:.6f}; max rel diff real/sim "
-          f"{max(abs(r - s) / s for r, s in zip(real, sim)):.2e}")
+    print(
+        f"\nu-muP-FP8 {precision}: real {real[0]:.6f} -> {real[-1]:.6f}, simulated {sim[0]:.6f} -> "
+        f"{sim[-1]:.6f}, no FP8 {high[0]:.6f} -> {high[-1]:.6f}; max rel diff real/sim "
+        f"{max(abs(r - s) / s for r, s in zip(real, sim)):.2e}"
+    )
     assert all(math.isfinite(x) for x in real)
     assert real[0] == pytest.approx(sim[0], rel=init_tol)
     for r, s in zip(real, sim):
@@ -197,9 +215,13 @@ def test_gpu_gradients_match_cpu_float64(parametrization):
 
 
 @needs_fp8
-@pytest.mark.xfail(strict=False, reason=(
-    "torch 2.11 + CUDA: compiled u-muP in bf16 autocast gives wrong q/k-projection gradients "
-    "(relative error ~1.5, loss right); also without FP8 and with aot_eager; fp32, eager and SP are right"))
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "torch 2.11 + CUDA: compiled u-muP in bf16 autocast gives wrong q/k-projection gradients "
+        "(relative error ~1.5, loss right); also without FP8 and with aot_eager; fp32, eager and SP are right"
+    ),
+)
 def test_compiled_real_fp8_matches_eager():
     """The benchmark can compile the step: the compiled u-μP-FP8 loss and gradients should match
     eager (bf16: Inductor fuses ops and keeps some intermediates in fp32, hence 5e-2)."""
@@ -229,8 +251,12 @@ def e5m2_underflow(parametrization: str, batch: torch.Tensor, width: int = 1024)
     """Fraction of nonzero gradient entries entering the FP8 matmuls that E5M2 flushes to zero,
     on the GPU with the real path in use."""
     torch.manual_seed(0)
-    config = resolve_config({"parametrization": parametrization,
-                             "model": {"width": width, "depth": 2, "seq_len": batch.shape[1] - 1, "fp8": True}})
+    config = resolve_config(
+        {
+            "parametrization": parametrization,
+            "model": {"width": width, "depth": 2, "seq_len": batch.shape[1] - 1, "fp8": True},
+        }
+    )
     model = build_model(config).cuda()
     counts = []
 

@@ -17,12 +17,11 @@ depths 1 and 3, with and without RoPE; u-μP-FP8 with its casts replaced by the 
 
 import pytest
 import torch
-
-from umup_repro.model import fp8
-from umup_repro.model import ops
-from umup_repro.core.config import resolve_config
-from umup_repro.model.decoder import Linear, build_model
 from umup_reference import model_and_reference_grads, per_tensor_cosines, reference_loss
+
+from umup_repro.core.config import resolve_config
+from umup_repro.model import fp8, ops
+from umup_repro.model.decoder import Linear, build_model
 
 COS_TOL = 1e-9  # float64 rounding is ~1e-15; see the module docstring
 SEQ_LEN = 64
@@ -34,9 +33,12 @@ def batch(real_batch):
 
 
 def umup_model(parametrization="umup", width=64, depth=1, rope=False, seed=0):
-    config = resolve_config({"parametrization": parametrization,
-                             "model": {"width": width, "depth": depth, "heads": 4, "rope": rope,
-                                       "seq_len": SEQ_LEN, "vocab_size": 4096}})
+    config = resolve_config(
+        {
+            "parametrization": parametrization,
+            "model": {"width": width, "depth": depth, "heads": 4, "rope": rope, "seq_len": SEQ_LEN, "vocab_size": 4096},
+        }
+    )
     torch.manual_seed(seed)
     return build_model(config).double()
 
@@ -78,10 +80,19 @@ def test_umup_fp8_gradients_keep_the_true_direction(width, depth, rope, batch, m
 
 def test_reference_follows_alpha_hyperparameters(batch):
     """Non-default α_ffn-act, α_attn-softmax, α_res, α_loss: the reference still is the model."""
-    config = resolve_config({"parametrization": "umup",
-                             "model": {"width": 64, "depth": 2, "heads": 4, "seq_len": SEQ_LEN},
-                             "hp": {"alpha_ffn_act": 2.0, "alpha_attn_softmax": 3.0, "alpha_res": 0.5,
-                                    "alpha_res_attn_ratio": 2.0, "alpha_loss_softmax": 1.5}})
+    config = resolve_config(
+        {
+            "parametrization": "umup",
+            "model": {"width": 64, "depth": 2, "heads": 4, "seq_len": SEQ_LEN},
+            "hp": {
+                "alpha_ffn_act": 2.0,
+                "alpha_attn_softmax": 3.0,
+                "alpha_res": 0.5,
+                "alpha_res_attn_ratio": 2.0,
+                "alpha_loss_softmax": 1.5,
+            },
+        }
+    )
     torch.manual_seed(1)
     assert_true_direction(build_model(config).double(), batch)
 
@@ -90,6 +101,7 @@ def test_the_check_detects_separate_attention_input_scales(batch, monkeypatch):
     """Give q and k gradients 7× the output scale (the size of the old defect): the embedding and
     block-0 gradients leave the true direction, and the check sees it (measured: embedding 0.79,
     block-0 FFN up 0.92, as with the old ops)."""
+
     def skewed_attention(q, k, v, logit_scale):
         q, k = ops.scale(q, 1.0, 7.0), ops.scale(k, 1.0, 7.0)
         return original(q, k, v, logit_scale)

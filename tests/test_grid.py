@@ -5,10 +5,8 @@ import math
 import pytest
 import yaml
 
-from umup_repro.sweeps import presets
-from umup_repro.sweeps import budget
-from umup_repro.sweeps import grid
 from umup_repro.core.config import config_hash, resolve_config
+from umup_repro.sweeps import budget, grid, presets
 from umup_repro.sweeps.grid import expand_preset, expand_sweep
 from umup_repro.sweeps.presets import PresetError, load_preset
 
@@ -25,16 +23,22 @@ def test_log2_range_is_inclusive_and_exact():
 
 
 def test_grid_is_the_cartesian_product_with_ids_from_configs():
-    cells = expand_sweep("s", sweep([{"set": {"parametrization": "mup"},
-                                      "grid": {"model.width": [64, 128], "train.lr": [0.01, 0.02, 0.04]}}]))
+    cells = expand_sweep(
+        "s",
+        sweep(
+            [{"set": {"parametrization": "mup"}, "grid": {"model.width": [64, 128], "train.lr": [0.01, 0.02, 0.04]}}]
+        ),
+    )
     assert len(cells) == 6
     assert {(c.config.model.width, c.config.train.lr) for c in cells} == {
-        (w, lr) for w in (64, 128) for lr in (0.01, 0.02, 0.04)}
+        (w, lr) for w in (64, 128) for lr in (0.01, 0.02, 0.04)
+    }
     assert all(c.config.parametrization == "mup" and c.search_kind == "grid" for c in cells)
     # the id is the hash of the resolved config: same config -> same id, anywhere
     c = cells[0]
-    same = resolve_config({"parametrization": "mup", "model": {"width": c.config.model.width},
-                           "train": {"lr": c.config.train.lr}})
+    same = resolve_config(
+        {"parametrization": "mup", "model": {"width": c.config.model.width}, "train": {"lr": c.config.train.lr}}
+    )
     assert c.id == config_hash(same)
     assert [c.search_index for c in cells] == list(range(6))
 
@@ -47,8 +51,18 @@ def test_changing_a_config_value_changes_the_id():
 
 
 def test_independent_search_varies_one_key_at_a_time_around_the_base():
-    cells = expand_sweep("s", sweep([{"set": {"parametrization": "umup"}, "grid": {"model.width": [64, 128]},
-                                      "independent": {"hp.alpha_res": [0.5, 2.0], "train.lr": [4.0]}}]))
+    cells = expand_sweep(
+        "s",
+        sweep(
+            [
+                {
+                    "set": {"parametrization": "umup"},
+                    "grid": {"model.width": [64, 128]},
+                    "independent": {"hp.alpha_res": [0.5, 2.0], "train.lr": [4.0]},
+                }
+            ]
+        ),
+    )
     assert len(cells) == 2 * (1 + 2 + 1)
     for c in cells:
         hp, lr = c.config.hp, c.config.train.lr
@@ -58,14 +72,25 @@ def test_independent_search_varies_one_key_at_a_time_around_the_base():
 
 
 def test_random_search_is_seeded_and_inside_its_space():
-    spec = sweep([{"set": {"parametrization": "umup"},
-                   "random": {"n": 25, "seed": 3, "space": {"train.lr": {"log2_uniform": [-2, 3]},
-                                                            "hp.alpha_res": {"choice": [0.5, 1.0, 2.0]}}}}])
+    spec = sweep(
+        [
+            {
+                "set": {"parametrization": "umup"},
+                "random": {
+                    "n": 25,
+                    "seed": 3,
+                    "space": {"train.lr": {"log2_uniform": [-2, 3]}, "hp.alpha_res": {"choice": [0.5, 1.0, 2.0]}},
+                },
+            }
+        ]
+    )
     a, b = expand_sweep("s", spec), expand_sweep("s", spec)
     assert [c.id for c in a] == [c.id for c in b] and len(a) == 25
     assert all(2**-2 <= c.config.train.lr <= 2**3 for c in a)
     assert {c.config.hp["alpha_res"] for c in a} == {0.5, 1.0, 2.0}
-    other = expand_sweep("s", {**spec, "blocks": [{**spec["blocks"][0], "random": {**spec["blocks"][0]["random"], "seed": 4}}]})
+    other = expand_sweep(
+        "s", {**spec, "blocks": [{**spec["blocks"][0], "random": {**spec["blocks"][0]["random"], "seed": 4}}]}
+    )
     assert [c.id for c in other] != [c.id for c in a]
 
 
@@ -82,7 +107,9 @@ def test_bad_cell_config_names_sweep_block_and_field():
 
 
 def test_unknown_preset_lists_the_allowed_ones():
-    with pytest.raises(PresetError, match=r"unknown preset 'nope'; allowed: large, large_smoke, paper, scale, smoke, tiny"):
+    with pytest.raises(
+        PresetError, match=r"unknown preset 'nope'; allowed: large, large_smoke, paper, scale, smoke, tiny"
+    ):
         load_preset("nope")
 
 
@@ -130,12 +157,29 @@ def test_paper_preset_holds_the_papers_grids():
     assert sorted({c.config.train.batch_size for c in e["lr_batch"]}) == [64, 128, 256]
     assert sorted({c.config.train.steps for c in e["lr_steps"]}) == [8192, 16384, 32768]
     base = e["lr_depth"][0].config
-    assert (base.model.width, base.train.batch_size, base.train.steps, base.data.corpus) == (256, 64, 8192, "wikitext103")
+    assert (base.model.width, base.train.batch_size, base.train.steps, base.data.corpus) == (
+        256,
+        64,
+        8192,
+        "wikitext103",
+    )
     # every non-LR u-μP and μP hyperparameter is swept across width (base_width/base_depth are not HPs to tune)
     swept = {c.search_axis for c in e["hp_width"]} - {"base"}
-    assert swept == {f"hp.{h}" for h in ("alpha_ffn_act", "alpha_attn_softmax", "alpha_res", "alpha_res_attn_ratio",
-                                         "alpha_loss_softmax", "sigma_init", "alpha_emb", "eta_emb", "alpha_attn",
-                                         "alpha_out")}
+    assert swept == {
+        f"hp.{h}"
+        for h in (
+            "alpha_ffn_act",
+            "alpha_attn_softmax",
+            "alpha_res",
+            "alpha_res_attn_ratio",
+            "alpha_loss_softmax",
+            "sigma_init",
+            "alpha_emb",
+            "eta_emb",
+            "alpha_attn",
+            "alpha_out",
+        )
+    }
     assert sum(c.search_kind == "random" for c in e["search_random"]) == 680
     assert {c.config.train.emb_lr_rule for c in e["embedding_lr"]} == {"constant", "inv_sqrt_fan_out"}
     fp8 = {(c.config.parametrization, c.config.uses_fp8) for c in e["fp8"]}
@@ -161,8 +205,8 @@ def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
     sweeps counted once."""
     from argparse import Namespace
 
-    from umup_repro.sweeps.cells import main
     from umup_repro.sweeps.budget import CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS
+    from umup_repro.sweeps.cells import main
     from umup_repro.sweeps.grid import expand_preset
     from umup_repro.sweeps.presets import load_preset
 
@@ -172,8 +216,13 @@ def test_cells_on_a_cpu_preset_reports_cpu_core_hours(capsys):
     cells = [c for cs in expand_preset(load_preset("smoke")).values() for c in cs if not c.alias]
     once = {c.id: c for c in cells}.values()
     assert len(once) < len(cells)  # smoke shares cells between sweeps: they must not count twice
-    hours = sum(CPU_STARTUP_SECONDS + CPU_SECONDS_PER_STEP * c.config.train.steps + c.flops / CPU_FLOPS_PER_CORE
-                for c in once) / 3600
+    hours = (
+        sum(
+            CPU_STARTUP_SECONDS + CPU_SECONDS_PER_STEP * c.config.train.steps + c.flops / CPU_FLOPS_PER_CORE
+            for c in once
+        )
+        / 3600
+    )
     [row] = [line.split() for line in out.splitlines() if line.startswith("trained once")]
     assert int(row[2]) == len(once) and float(row[-1]) == pytest.approx(hours, rel=0.01)  # 3 digits
     assert f"training ≈ {hours * 60 / 2:.0f} min on 2 cores" in out

@@ -18,17 +18,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from run_folders import write_run_folder
 
+from umup_repro.cli import main as cli_main
 from umup_repro.core import safe_yaml
+from umup_repro.core.config import ConfigError, config_hash, config_to_dict, resolve_config
 from umup_repro.results.aggregate import aggregate_sweep
 from umup_repro.results.aggregate import main as aggregate_main
-from umup_repro.cli import main as cli_main
-from umup_repro.core.config import ConfigError, config_hash, config_to_dict, resolve_config
 from umup_repro.sweeps.grid import expand_sweep
 from umup_repro.sweeps.presets import PresetError, load_preset, preset_path
 from umup_repro.training.run_format import ReadBackError, check_tables, read_summary
-
-from run_folders import write_run_folder
 
 # Tiny enough that a real training process is mostly Python start-up (≈ 5 s of CPU on 2 cores).
 TINY = {
@@ -40,7 +39,8 @@ TINY = {
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))  # 9^9 values
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)  # 9^9 values
 
 
 @pytest.fixture
@@ -60,36 +60,39 @@ def train_inprocess(capsys, *args) -> tuple[int, str]:
 # (1) and (6): validation complete before anything is written, messages not tracebacks
 
 
-@pytest.mark.parametrize("sets, named", [
-    (["train.lr=.inf"], "train.lr"),
-    (["train.lr=.nan"], "train.lr"),
-    (["train.diverge_loss=.inf"], "train.diverge_loss"),
-    (["train.grad_clip=.inf"], "train.grad_clip"),
-    (["train.weight_decay=.inf"], "train.weight_decay"),
-    (["model.ffn_ratio=.inf"], "model.ffn_ratio"),
-    (["model.rope_base=.inf"], "model.rope_base"),
-    (["hp.alpha_res=.inf"], "hp.alpha_res"),
-    (["train.seed=-1"], "train.seed"),
-    (["train.seed=4294967296"], "train.seed"),
-    (["model.ffn_ratio=0.001"], "model.ffn_ratio"),  # FFN width 0
-    (["model.head_dim=1"], "model.head_dim"),  # RoPE needs pairs
-    (["model.width=48", "model.head_dim=3"], "model.head_dim"),  # odd head dim with RoPE
-    (["model.width=true"], "model.width"),  # no bool -> 1
-    (["model.width='64'"], "model.width"),  # no str -> int
-    (["train.lr='1e-3'"], "train.lr"),
-    (["model.rope=1"], "model.rope"),  # no int -> bool
-    (["hp.alpha_res=true"], "hp.alpha_res"),
-    (["model.width=1048576", "model.head_dim=16"], "model.width"),  # size bounds name the field
-    (["model.vocab_size=1000000000"], "model.vocab_size"),
-    (["model.seq_len=1000000000"], "model.seq_len"),
-    (["train.batch_size=1000000000"], "train.batch_size"),
-    (["train.batch_size=65536", "model.seq_len=65536"], "train.batch_size × model.seq_len"),
-    (["train.steps=1e30"], "train.steps"),
-    (["train.lr=[1"], "--set 'train.lr=[1'"),  # invalid YAML in a --set value
-    (["train.lr"], "--set expects key=value"),
-    ([f"train.lr={BOMB.replace(chr(10), ', ').join('{}')}"], "expands to more than"),  # alias bomb in --set
-    (["model=3"], "model"),
-])
+@pytest.mark.parametrize(
+    "sets, named",
+    [
+        (["train.lr=.inf"], "train.lr"),
+        (["train.lr=.nan"], "train.lr"),
+        (["train.diverge_loss=.inf"], "train.diverge_loss"),
+        (["train.grad_clip=.inf"], "train.grad_clip"),
+        (["train.weight_decay=.inf"], "train.weight_decay"),
+        (["model.ffn_ratio=.inf"], "model.ffn_ratio"),
+        (["model.rope_base=.inf"], "model.rope_base"),
+        (["hp.alpha_res=.inf"], "hp.alpha_res"),
+        (["train.seed=-1"], "train.seed"),
+        (["train.seed=4294967296"], "train.seed"),
+        (["model.ffn_ratio=0.001"], "model.ffn_ratio"),  # FFN width 0
+        (["model.head_dim=1"], "model.head_dim"),  # RoPE needs pairs
+        (["model.width=48", "model.head_dim=3"], "model.head_dim"),  # odd head dim with RoPE
+        (["model.width=true"], "model.width"),  # no bool -> 1
+        (["model.width='64'"], "model.width"),  # no str -> int
+        (["train.lr='1e-3'"], "train.lr"),
+        (["model.rope=1"], "model.rope"),  # no int -> bool
+        (["hp.alpha_res=true"], "hp.alpha_res"),
+        (["model.width=1048576", "model.head_dim=16"], "model.width"),  # size bounds name the field
+        (["model.vocab_size=1000000000"], "model.vocab_size"),
+        (["model.seq_len=1000000000"], "model.seq_len"),
+        (["train.batch_size=1000000000"], "train.batch_size"),
+        (["train.batch_size=65536", "model.seq_len=65536"], "train.batch_size × model.seq_len"),
+        (["train.steps=1e30"], "train.steps"),
+        (["train.lr=[1"], "--set 'train.lr=[1'"),  # invalid YAML in a --set value
+        (["train.lr"], "--set expects key=value"),
+        ([f"train.lr={BOMB.replace(chr(10), ', ').join('{}')}"], "expands to more than"),  # alias bomb in --set
+        (["model=3"], "model"),
+    ],
+)
 def test_bad_values_exit_2_naming_the_field_before_anything_is_written(capsys, cfg, tmp_path, sets, named):
     out = tmp_path / "run"
     started = time.perf_counter()
@@ -100,15 +103,18 @@ def test_bad_values_exit_2_naming_the_field_before_anything_is_written(capsys, c
     assert time.perf_counter() - started < 5  # nothing expanded or trained
 
 
-@pytest.mark.parametrize("content, named", [
-    (BOMB, "expands to more than"),  # 9^9 values if expanded: refused in milliseconds
-    ("a: &a [*a]\n", "self-referencing alias"),
-    ("model: &m {width: *m}\n", "self-referencing alias"),
-    ("- 1\n- 2\n", "expected a mapping"),
-    ("model: {width: [unclosed\n", "not valid YAML"),
-    ("!!python/object:os.system {}\n", "not valid YAML"),
-    (b"\xff\xfe\x00garbage", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "content, named",
+    [
+        (BOMB, "expands to more than"),  # 9^9 values if expanded: refused in milliseconds
+        ("a: &a [*a]\n", "self-referencing alias"),
+        ("model: &m {width: *m}\n", "self-referencing alias"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("model: {width: [unclosed\n", "not valid YAML"),
+        ("!!python/object:os.system {}\n", "not valid YAML"),
+        (b"\xff\xfe\x00garbage", "not valid YAML"),
+    ],
+)
 def test_bad_config_files_exit_2(capsys, tmp_path, content, named):
     path = tmp_path / "bad.yaml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -157,14 +163,17 @@ def test_out_that_is_not_a_run_folder_is_refused_and_left_alone(capsys, cfg, tmp
     assert rc == 2 and f"{a_file} is a file" in text and "Traceback" not in text
 
 
-@pytest.mark.parametrize("case, named", [
-    ("garbage config", "config.yaml: not a readable config"),
-    ("bomb config", "config.yaml: not a readable config"),
-    ("other config", "holds a different config"),
-    ("garbage summary", "summary.json: not a readable summary"),
-    ("summary of another cell", "not the folder's cell"),
-    ("summary, no config", "no config.yaml"),
-])
+@pytest.mark.parametrize(
+    "case, named",
+    [
+        ("garbage config", "config.yaml: not a readable config"),
+        ("bomb config", "config.yaml: not a readable config"),
+        ("other config", "holds a different config"),
+        ("garbage summary", "summary.json: not a readable summary"),
+        ("summary of another cell", "not the folder's cell"),
+        ("summary, no config", "no config.yaml"),
+    ],
+)
 def test_run_folder_that_does_not_read_back_is_named(capsys, cfg, tmp_path, case, named):
     out = tmp_path / "run"
     cell = config_hash(resolve_config(TINY))
@@ -177,8 +186,9 @@ def test_run_folder_that_does_not_read_back_is_named(capsys, cfg, tmp_path, case
     elif case == "garbage summary":
         write_folder(out, config=TINY, summary="\x00\x01 not json")
     elif case == "summary of another cell":
-        write_folder(out, config=TINY, summary={"cell": "0" * 12, "config_hash": "0" * 12, "steps_done": 4,
-                                                "diverged": False})
+        write_folder(
+            out, config=TINY, summary={"cell": "0" * 12, "config_hash": "0" * 12, "steps_done": 4, "diverged": False}
+        )
     else:
         write_folder(out, summary={"cell": cell, "config_hash": cell})
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
@@ -195,13 +205,16 @@ def complete_folder(out: Path, config: dict = TINY, steps_done: int = 4, diverge
     return cell
 
 
-@pytest.mark.parametrize("damage, named", [
-    ("truncate metrics", "metrics.csv: 3 rows"),
-    ("delete metrics", "metrics.csv: missing"),
-    ("delete rms", "rms.csv: missing"),
-    ("garbage summary", "summary.json: not a readable summary"),
-    ("missing folder", "not a complete run"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        ("truncate metrics", "metrics.csv: 3 rows"),
+        ("delete metrics", "metrics.csv: missing"),
+        ("delete rms", "rms.csv: missing"),
+        ("garbage summary", "summary.json: not a readable summary"),
+        ("missing folder", "not a complete run"),
+    ],
+)
 def test_copy_from_a_damaged_run_is_refused(capsys, cfg, tmp_path, damage, named):
     src, out = tmp_path / "a" / "src", tmp_path / "b" / "out"
     complete_folder(src)
@@ -284,8 +297,12 @@ def read_summary_text(summary) -> dict:
 
 PRESET_BASE = {
     "defaults": {"model": {"width": 32, "head_dim": 16}},
-    "sweeps": {"lr": {"transfer": {"axis": "model.width"},
-                      "blocks": [{"grid": {"model.width": [32, 64], "train.lr": {"log2_range": [-2, 0, 1]}}}]}},
+    "sweeps": {
+        "lr": {
+            "transfer": {"axis": "model.width"},
+            "blocks": [{"grid": {"model.width": [32, 64], "train.lr": {"log2_range": [-2, 0, 1]}}}],
+        }
+    },
     "figures": {"transfer_width": ["lr"]},
 }
 
@@ -310,17 +327,20 @@ def _bad_preset(case: str):
     return p
 
 
-@pytest.mark.parametrize("case, named", [
-    ("axis", "sweeps.lr.transfer.axis: 'model.widht'"),
-    ("hp", "sweeps.lr.transfer.hp: 'train.learning_rate'"),
-    ("figure name", "figures.transfer_widht: no such figure"),
-    ("figure sweep", "figures.transfer_width: sweep 'lr_widht' is not in the preset"),
-    ("overflow", "grid.train.lr: log2_range exponents"),
-    ("too many", "log2_range gives more than"),
-    ("log2_uniform", "random.space.train.lr: log2_uniform"),
-    ("bomb", "expands to more than"),
-    ("self alias", "self-referencing alias"),
-])
+@pytest.mark.parametrize(
+    "case, named",
+    [
+        ("axis", "sweeps.lr.transfer.axis: 'model.widht'"),
+        ("hp", "sweeps.lr.transfer.hp: 'train.learning_rate'"),
+        ("figure name", "figures.transfer_widht: no such figure"),
+        ("figure sweep", "figures.transfer_width: sweep 'lr_widht' is not in the preset"),
+        ("overflow", "grid.train.lr: log2_range exponents"),
+        ("too many", "log2_range gives more than"),
+        ("log2_uniform", "random.space.train.lr: log2_uniform"),
+        ("bomb", "expands to more than"),
+        ("self alias", "self-referencing alias"),
+    ],
+)
 def test_bad_presets_fail_when_loaded(tmp_path, case, named):
     path = tmp_path / "bad.yaml"
     if case == "bomb":
@@ -349,8 +369,15 @@ def test_aggregate_command_exits_2_naming_a_bad_summary(tmp_path, capsys, monkey
     for c in cells:
         complete_folder(tmp_path / "runs" / "lr" / c.id, c.config_dict)
     (tmp_path / "runs" / "lr" / cells[1].id / "summary.json").write_text("[")
-    rc = aggregate_main(_Args(preset=str(preset), sweep=None, runs=str(tmp_path / "runs"),
-                              tables=str(tmp_path / "tables"), transfer_summary=None))
+    rc = aggregate_main(
+        _Args(
+            preset=str(preset),
+            sweep=None,
+            runs=str(tmp_path / "runs"),
+            tables=str(tmp_path / "tables"),
+            transfer_summary=None,
+        )
+    )
     assert rc == 2 and f"{cells[1].id}/summary.json: not a readable summary" in capsys.readouterr().err
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-
 from workflow_run import job_counts, snakemake, workflow_copy
 
 

@@ -17,9 +17,14 @@ MAX_MODULE_LINES = 400  # the house rule (DEVELOPERS' guide): a module holds one
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT_IMPORTS), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_layers_hold():
@@ -28,12 +33,23 @@ def test_the_layers_hold():
     assert "BROKEN" not in done.stdout and "0 broken" in done.stdout
 
 
-@pytest.mark.parametrize(("module", "bad_import", "broken"), [
-    # the model imports a figure module: upward
-    ("model/ops.py", "import umup_repro.figures.style", "umup_repro.model is not allowed to import umup_repro.figures"),
-    # the run-folder format imports the run folder's lifecycle, which imports it: a cycle in one stage
-    ("training/run_format.py", "import umup_repro.training.run_folder", "No cycles are allowed in umup_repro.training"),
-])
+@pytest.mark.parametrize(
+    ("module", "bad_import", "broken"),
+    [
+        # the model imports a figure module: upward
+        (
+            "model/ops.py",
+            "import umup_repro.figures.style",
+            "umup_repro.model is not allowed to import umup_repro.figures",
+        ),
+        # the run-folder format imports the run folder's lifecycle, which imports it: a cycle in one stage
+        (
+            "training/run_format.py",
+            "import umup_repro.training.run_folder",
+            "No cycles are allowed in umup_repro.training",
+        ),
+    ],
+)
 def test_an_upward_import_or_a_cycle_breaks_a_contract(tmp_path, module, bad_import, broken):
     shutil.copytree(REPO / "umup_repro", tmp_path / "umup_repro", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -45,6 +61,8 @@ def test_an_upward_import_or_a_cycle_breaks_a_contract(tmp_path, module, bad_imp
 
 
 def test_no_module_is_over_400_lines():
-    sizes = {p.relative_to(REPO): len(p.read_text(encoding="utf-8").splitlines())
-             for p in (REPO / "umup_repro").rglob("*.py")}
+    sizes = {
+        p.relative_to(REPO): len(p.read_text(encoding="utf-8").splitlines())
+        for p in (REPO / "umup_repro").rglob("*.py")
+    }
     assert max(sizes.values()) <= MAX_MODULE_LINES, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]

@@ -13,9 +13,14 @@ VOCAB = 128
 
 
 def tiny(tmp_path, **kwargs):
-    config = resolve_config({"model": {"width": 32, "depth": 1, "vocab_size": VOCAB, "seq_len": 16, "head_dim": 16},
-                             "train": {"steps": 3, "batch_size": 2, "warmup": 1}, "data": {"val_batches": 1},
-                             "log": {"rms_every": 10, "val_every": 2}})
+    config = resolve_config(
+        {
+            "model": {"width": 32, "depth": 1, "vocab_size": VOCAB, "seq_len": 16, "head_dim": 16},
+            "train": {"steps": 3, "batch_size": 2, "warmup": 1},
+            "data": {"val_batches": 1},
+            "log": {"rms_every": 10, "val_every": 2},
+        }
+    )
     rng = np.random.default_rng(0)
     tokens = {s: rng.integers(0, VOCAB, 2000).astype(np.int32) for s in ("train", "validation")}
     return run_cell(config, tmp_path / "run", progress="none", tokens=tokens, **kwargs)
@@ -35,6 +40,7 @@ def test_off_by_default_and_chosen_by_environment(tmp_path, monkeypatch):
 def test_a_missing_package_is_named_before_training(tmp_path):
     try:
         import wandb  # noqa: F401
+
         pytest.skip("wandb is installed here")
     except ImportError:
         pass

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from test_hostile import ENV, TINY, cfg  # noqa: F401 (cfg: the fixture)
 
 UMUP = [sys.executable, "-m", "umup_repro.cli"]
@@ -51,15 +50,36 @@ def test_a_different_config_names_parametrization_first_not_its_hp_defaults(tmp_
 
     out.mkdir()
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(resolve_config(TINY)), sort_keys=False))
-    proc = subprocess.run([*UMUP, "train", str(b), "--out", str(out), "--progress", "none"], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [*UMUP, "train", str(b), "--out", str(out), "--progress", "none"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert "differs in: parametrization (folder 'umup', asked 'sp')" in line
     assert "hp.alpha_res" not in line and "follow from the parametrization" in line
-    proc = subprocess.run([*UMUP, "train", str(a), "--out", str(out), "--progress", "none", "--set",
-                           "model.width=64", "--set", "train.lr=0.5"], capture_output=True, text=True, env=ENV,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            *UMUP,
+            "train",
+            str(a),
+            "--out",
+            str(out),
+            "--progress",
+            "none",
+            "--set",
+            "model.width=64",
+            "--set",
+            "train.lr=0.5",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     line = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "model.width (folder 32, asked 64)" in line
     assert line.index("model.width") < line.index("train.lr")
@@ -68,8 +88,13 @@ def test_a_different_config_names_parametrization_first_not_its_hp_defaults(tmp_
 def test_warmup_not_below_steps_is_warned_about(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 2, "warmup": 5}}))
-    proc = subprocess.run([*UMUP, "train", str(config), "--out", str(tmp_path / "r"), "--progress", "none"],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    proc = subprocess.run(
+        [*UMUP, "train", str(config), "--out", str(tmp_path / "r"), "--progress", "none"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "warning: train.warmup = 5 >= train.steps = 2" in proc.stderr
 

@@ -55,8 +55,10 @@ def chain_rule_factor(fn, ref, *shapes, seed=3):
     g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     ours = torch.autograd.grad(out, xs, g)
     plain = torch.autograd.grad(ref(*xs), xs, g)
-    return [(float(F.cosine_similarity(a.flatten(), b.flatten(), dim=0)), float((a * b).sum() / (b * b).sum()))
-            for a, b in zip(ours, plain)]
+    return [
+        (float(F.cosine_similarity(a.flatten(), b.flatten(), dim=0)), float((a * b).sum() / (b * b).sum()))
+        for a, b in zip(ours, plain)
+    ]
 
 
 @pytest.mark.parametrize("alpha", [0.25, 1.0, 4.0])
@@ -78,8 +80,9 @@ def test_unit_swiglu_backward_is_the_chain_rule_times_one_scale(alpha):
     """Both inputs: the true gradient of plain u·silu(αv) times the output scale (the old gate
     scale departed from it by ≈3% and turned the gradient below the FFN)."""
     fwd, _ = ops.swiglu_scales(alpha)
-    for cos, factor in chain_rule_factor(lambda u, v: ops.unit_swiglu(u, v, alpha),
-                                         lambda u, v: u * F.silu(alpha * v), (64, 128), (64, 128)):
+    for cos, factor in chain_rule_factor(
+        lambda u, v: ops.unit_swiglu(u, v, alpha), lambda u, v: u * F.silu(alpha * v), (64, 128), (64, 128)
+    ):
         assert cos == pytest.approx(1, abs=1e-12) and factor == pytest.approx(fwd, rel=1e-12)
 
 
@@ -105,9 +108,13 @@ def test_unit_attention_backward_is_the_chain_rule_times_one_scale(seq_len, d_he
     scale = alpha / d_head
     shape = (4, seq_len, d_head)
     s = ops.attention_scale(seq_len, d_head, scale)
-    results = chain_rule_factor(lambda q, k, v: ops.unit_attention(q, k, v, scale),
-                                lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale),
-                                shape, shape, shape)
+    results = chain_rule_factor(
+        lambda q, k, v: ops.unit_attention(q, k, v, scale),
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale),
+        shape,
+        shape,
+        shape,
+    )
     for cos, factor in results:
         assert cos == pytest.approx(1, abs=1e-12) and factor == pytest.approx(s, rel=1e-12)
 
@@ -115,8 +122,10 @@ def test_unit_attention_backward_is_the_chain_rule_times_one_scale(seq_len, d_he
 def test_unit_attention_is_scaled_causal_attention():
     q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
     out_scale = ops.attention_scale(16, 8, 0.125)
-    torch.testing.assert_close(ops.unit_attention(q, k, v, 0.125),
-                               out_scale * F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125))
+    torch.testing.assert_close(
+        ops.unit_attention(q, k, v, 0.125),
+        out_scale * F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125),
+    )
 
 
 @pytest.mark.parametrize("alpha", [1.0, 3.0])

@@ -56,8 +56,9 @@ def wheel_venv(tmp_path_factory) -> Path:
     skip = {".git", ".venv", "build", "results", "figures", ".snakemake"}
 
     def ignore(folder, names):
-        return [n for n in names if (Path(folder) == ROOT and n in skip) or n.endswith(".egg-info")
-                or n == "__pycache__"]
+        return [
+            n for n in names if (Path(folder) == ROOT and n in skip) or n.endswith(".egg-info") or n == "__pycache__"
+        ]
 
     shutil.copytree(ROOT, src, symlinks=True, ignore=ignore)
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(src)]
@@ -71,33 +72,58 @@ def wheel_venv(tmp_path_factory) -> Path:
     subprocess.run(build, check=True, timeout=600, env=_env())
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    purelib = Path(subprocess.run([venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  capture_output=True, text=True, check=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     wheel = next((tmp / "dist").glob("umup_repro-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "--no-deps", "-q",
-                    str(wheel)], check=True, timeout=600, env=_env())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        timeout=600,
+        env=_env(),
+    )
     # after the install: pip would otherwise see this environment's (editable) umup-repro as installed
     (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv
 
 
 def _run(venv: Path, args: list[str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([str(venv / "bin/umup-repro"), *args], cwd=cwd, env=_env(), capture_output=True, text=True,
-                          input=stdin, timeout=600)
+    return subprocess.run(
+        [str(venv / "bin/umup-repro"), *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=600,
+    )
 
 
 def test_wheel_runs_from_the_repository_root(wheel_venv, tmp_path):
     where = _run(wheel_venv, ["--version"], ROOT)
-    code = subprocess.run([str(wheel_venv / "bin/python"), "-c", "import umup_repro; print(umup_repro.__file__)"],
-                          cwd=tmp_path, capture_output=True, text=True,
-                          env=_env())
+    code = subprocess.run(
+        [str(wheel_venv / "bin/python"), "-c", "import umup_repro; print(umup_repro.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert str(wheel_venv) in code.stdout, code.stdout + code.stderr  # really the installed copy
     assert where.returncode == 0, where.stderr
     cells = _run(wheel_venv, ["cells", "--preset", "tiny"], ROOT)
     assert cells.returncode == 0, cells.stderr
     assert "preset tiny:" in cells.stdout
-    train = _run(wheel_venv, ["train", "-", "--set", "train.steps=5", "--set", "model.width=64",
-                              "--out", str(tmp_path / "run")], ROOT, stdin="{}")
+    train = _run(
+        wheel_venv,
+        ["train", "-", "--set", "train.steps=5", "--set", "model.width=64", "--out", str(tmp_path / "run")],
+        ROOT,
+        stdin="{}",
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     assert (tmp_path / "run" / "summary.json").is_file()
 

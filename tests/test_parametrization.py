@@ -17,14 +17,26 @@ from umup_repro.model.parametrization import residual_weights, umup_taus
 
 ETA = 0.3
 WIDTH, DEPTH, VOCAB, FFN = 512, 4, 1024, 2048
-MUP_HP = {"sigma_init": 0.05, "alpha_emb": 3.0, "eta_emb": 2.0, "alpha_attn": 1.5, "alpha_out": 0.7,
-          "base_width": 128, "base_depth": 2}
+MUP_HP = {
+    "sigma_init": 0.05,
+    "alpha_emb": 3.0,
+    "eta_emb": 2.0,
+    "alpha_attn": 1.5,
+    "alpha_out": 0.7,
+    "base_width": 128,
+    "base_depth": 2,
+}
 
 
 def make(parametrization, hp=None, width=WIDTH, depth=DEPTH, emb_lr_rule="default"):
-    config = resolve_config({"parametrization": parametrization, "hp": hp or {},
-                             "model": {"width": width, "depth": depth, "vocab_size": VOCAB},
-                             "train": {"lr": ETA, "weight_decay": 0.1, "emb_lr_rule": emb_lr_rule}})
+    config = resolve_config(
+        {
+            "parametrization": parametrization,
+            "hp": hp or {},
+            "model": {"width": width, "depth": depth, "vocab_size": VOCAB},
+            "train": {"lr": ETA, "weight_decay": 0.1, "emb_lr_rule": emb_lr_rule},
+        }
+    )
     torch.manual_seed(0)
     model = build_model(config)
     groups = {g["name"]: g for g in build_optimizer(model, config).param_groups}
@@ -69,10 +81,15 @@ def test_embedding_lr_rule_ablation():
     assert resolve_config({"parametrization": "mup"}).train.emb_lr_rule == "constant"
 
 
-@pytest.mark.parametrize("name,fan_in", [("blocks.1.attn.q_proj.weight", WIDTH),
-                                         ("blocks.2.attn.out_proj.weight", WIDTH),
-                                         ("blocks.3.ffn.up_proj.weight", WIDTH),
-                                         ("blocks.0.ffn.down_proj.weight", FFN)])
+@pytest.mark.parametrize(
+    "name,fan_in",
+    [
+        ("blocks.1.attn.q_proj.weight", WIDTH),
+        ("blocks.2.attn.out_proj.weight", WIDTH),
+        ("blocks.3.ffn.up_proj.weight", WIDTH),
+        ("blocks.0.ffn.down_proj.weight", FFN),
+    ],
+)
 def test_hidden_rules(name, fan_in):
     m, g = make("sp", {"sigma_init": 0.5})
     expect_close(observed(m, g, name), (0.5 / math.sqrt(fan_in), 1.0, ETA))
@@ -80,8 +97,10 @@ def test_hidden_rules(name, fan_in):
     # residual stack get LR × √(base_depth / depth).
     m, g = make("mup", MUP_HP)
     base_fan_in = fan_in * 128 / WIDTH
-    expect_close(observed(m, g, name), (0.05 * math.sqrt(base_fan_in / fan_in), 1.0,
-                                        ETA * base_fan_in / fan_in * math.sqrt(2 / DEPTH)))
+    expect_close(
+        observed(m, g, name),
+        (0.05 * math.sqrt(base_fan_in / fan_in), 1.0, ETA * base_fan_in / fan_in * math.sqrt(2 / DEPTH)),
+    )
     # u-μP: unit init, 1/√fan_in multiplier and LR, LR × 1/√depth inside the residual stack.
     m, g = make("umup")
     expect_close(observed(m, g, name), (1.0, 1 / math.sqrt(fan_in), ETA / math.sqrt(fan_in) / math.sqrt(DEPTH)))
@@ -115,9 +134,14 @@ def test_independent_weight_decay(parametrization):
     gradients a step shrinks every weight by exactly (1 − λ) for any η."""
     hp = MUP_HP if parametrization == "mup" else None
     for eta in (1e-3, 0.5):
-        config = resolve_config({"parametrization": parametrization, "hp": hp or {},
-                                 "model": {"width": 128, "depth": 2, "vocab_size": 256},
-                                 "train": {"lr": eta, "weight_decay": 0.1}})
+        config = resolve_config(
+            {
+                "parametrization": parametrization,
+                "hp": hp or {},
+                "model": {"width": 128, "depth": 2, "vocab_size": 256},
+                "train": {"lr": eta, "weight_decay": 0.1},
+            }
+        )
         model = build_model(config)
         opt = build_optimizer(model, config)
         for group in opt.param_groups:

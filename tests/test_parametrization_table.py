@@ -18,11 +18,23 @@ MUP_HP = {"sigma_init": 0.1, "alpha_emb": 2.0, "eta_emb": 3.0, "alpha_out": 0.5,
 
 
 def run(tmp_path, parametrization, hp):
-    config = resolve_config({"parametrization": parametrization, "hp": hp,
-                             "model": {"width": WIDTH, "depth": DEPTH, "vocab_size": VOCAB, "seq_len": 16,
-                                       "head_dim": 16, "ffn_ratio": FFN_RATIO},
-                             "train": {"lr": ETA, "steps": 2, "batch_size": 2, "warmup": 1},
-                             "data": {"val_batches": 1}, "log": {"rms_every": 1, "val_every": 2}})
+    config = resolve_config(
+        {
+            "parametrization": parametrization,
+            "hp": hp,
+            "model": {
+                "width": WIDTH,
+                "depth": DEPTH,
+                "vocab_size": VOCAB,
+                "seq_len": 16,
+                "head_dim": 16,
+                "ffn_ratio": FFN_RATIO,
+            },
+            "train": {"lr": ETA, "steps": 2, "batch_size": 2, "warmup": 1},
+            "data": {"val_batches": 1},
+            "log": {"rms_every": 1, "val_every": 2},
+        }
+    )
     rng = np.random.default_rng(0)
     tokens = {s: rng.integers(0, VOCAB, 4000).astype(np.int32) for s in ("train", "validation")}
     out = tmp_path / parametrization
@@ -66,5 +78,12 @@ def test_mup_run_matches_the_abc_table(tmp_path):
     for name in (n for n in t.index if n.startswith("blocks.")):
         fan_in = ffn if t.loc[name, "shape"] == f"{WIDTH}x{ffn}" else WIDTH
         base_fan_in = fan_in * base_w / WIDTH
-        check(t, name, "hidden", t.loc[name, "shape"], sigma * math.sqrt(base_fan_in / fan_in), 1.0,
-              depth_c * base_fan_in / fan_in)
+        check(
+            t,
+            name,
+            "hidden",
+            t.loc[name, "shape"],
+            sigma * math.sqrt(base_fan_in / fan_in),
+            1.0,
+            depth_c * base_fan_in / fan_in,
+        )

@@ -30,8 +30,8 @@ import unit_scaling as uu
 import unit_scaling.functional as U
 from unit_scaling.core.functional import transformer_residual_scaling_rule
 
-from umup_repro.model import ops
 from umup_repro.core.config import resolve_config
+from umup_repro.model import ops
 from umup_repro.model.decoder import build_model
 from umup_repro.model.optim import build_optimizer
 from umup_repro.model.parametrization import residual_weights, umup_taus
@@ -72,21 +72,28 @@ def test_hidden_linear_matches():
     theirs = value_and_grads(lambda x, w: U.linear(x, w, None, constraint=None), (x, w))
     torch.testing.assert_close(ours, theirs, **EXACT)
     x, w = gaussians((32, 64), (64, 64), seed=2)
-    torch.testing.assert_close(value_and_grads(ops.unit_linear, (x, w)),
-                               value_and_grads(lambda x, w: U.linear(x, w, None), (x, w)), **EXACT)
+    torch.testing.assert_close(
+        value_and_grads(ops.unit_linear, (x, w)), value_and_grads(lambda x, w: U.linear(x, w, None), (x, w)), **EXACT
+    )
 
 
 def test_readout_matches():
     x, w = gaussians((32, 64), (200, 64))
-    torch.testing.assert_close(value_and_grads(ops.unit_readout, (x, w)),
-                               value_and_grads(lambda x, w: U.linear_readout(x, w, None), (x, w)), **EXACT)
+    torch.testing.assert_close(
+        value_and_grads(ops.unit_readout, (x, w)),
+        value_and_grads(lambda x, w: U.linear_readout(x, w, None), (x, w)),
+        **EXACT,
+    )
 
 
 def test_embedding_matches():
     (table,) = gaussians((100, 16))
     ids = torch.randint(0, 100, (8, 32), generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(value_and_grads(lambda t: ops.unit_embedding(ids, t), (table,)),
-                               value_and_grads(lambda t: U.embedding(ids, t), (table,)), **EXACT)
+    torch.testing.assert_close(
+        value_and_grads(lambda t: ops.unit_embedding(ids, t), (table,)),
+        value_and_grads(lambda t: U.embedding(ids, t), (table,)),
+        **EXACT,
+    )
 
 
 @pytest.mark.parametrize("tau", [0.3, 1.0, 2.5])
@@ -173,9 +180,11 @@ def test_attention_same_function_up_to_the_output_scale(seq_len, d_head, mult):
     q, k, v = gaussians(*[(2, 4, seq_len, d_head)] * 3)
     out, grads = value_and_grads(lambda q, k, v: ops.unit_attention(q, k, v, scale), (q, k, v))
     lib_out, lib_grads = value_and_grads(
-        lambda q, k, v: U.scaled_dot_product_attention(q, k, v, is_causal=True, mult=mult), (q, k, v))
-    _, plain = value_and_grads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale),
-                               (q, k, v))
+        lambda q, k, v: U.scaled_dot_product_attention(q, k, v, is_causal=True, mult=mult), (q, k, v)
+    )
+    _, plain = value_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale), (q, k, v)
+    )
     ours_s, lib_s = ops.attention_scale(seq_len, d_head, scale), library_attention_scale(seq_len, d_head, scale)
     torch.testing.assert_close(out, ours_s / lib_s * lib_out, **EXACT)
     for ours, theirs, truth in zip(grads, lib_grads, plain):
@@ -215,11 +224,21 @@ def ours_to_theirs() -> dict[str, list[str]]:
 
 def twin_models(dtype):
     """(our u-μP decoder, the library's decoder with the same weights, our config)."""
-    config = resolve_config({
-        "parametrization": "umup",
-        "model": {"width": WIDTH, "depth": DEPTH, "heads": HEADS, "ffn_ratio": 4, "rope": False,
-                  "seq_len": SEQ_LEN, "vocab_size": 4096},
-        "train": {"lr": LR, "weight_decay": 0.0, "schedule": "constant", "warmup": 0}})
+    config = resolve_config(
+        {
+            "parametrization": "umup",
+            "model": {
+                "width": WIDTH,
+                "depth": DEPTH,
+                "heads": HEADS,
+                "ffn_ratio": 4,
+                "rope": False,
+                "seq_len": SEQ_LEN,
+                "vocab_size": 4096,
+            },
+            "train": {"lr": LR, "weight_decay": 0.0, "schedule": "constant", "warmup": 0},
+        }
+    )
     torch.manual_seed(0)
     ours = build_model(config).to(dtype)
     theirs = uu.TransformerDecoder(WIDTH, 4096, DEPTH, HEADS).to(dtype)
@@ -282,8 +301,10 @@ def init_losses_and_cosines(batch):
     loss.backward()
     lib_loss.backward()
     mine, lib = dict(ours.named_parameters()), dict(theirs.named_parameters())
-    cosines = {lib_name: cosine(torch.cat([mine[n].grad for n in names]), lib[lib_name].grad)
-               for lib_name, names in ours_to_theirs().items()}
+    cosines = {
+        lib_name: cosine(torch.cat([mine[n].grad for n in names]), lib[lib_name].grad)
+        for lib_name, names in ours_to_theirs().items()
+    }
     return loss.item(), lib_loss.item(), cosines
 
 
@@ -308,8 +329,10 @@ def losses_after_training(batches):
     """Eval loss of (ours, theirs) after STEPS AdamW steps each, from the same weights, float32."""
     train, held_out = batches
     ours, theirs, config = twin_models(torch.float32)
-    runs = ((build_optimizer(ours, config), ours.loss),
-            (uu.optim.AdamW(theirs.parameters(), lr=LR), lambda b: library_loss(theirs, b)))
+    runs = (
+        (build_optimizer(ours, config), ours.loss),
+        (uu.optim.AdamW(theirs.parameters(), lr=LR), lambda b: library_loss(theirs, b)),
+    )
     results = []
     for optimizer, loss_fn in runs:
         for batch in train:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from test_hostile import ENV, TINY
+
 from umup_repro.core import safe_yaml
 
 UMUP = [sys.executable, "-m", "umup_repro.cli"]
@@ -26,15 +26,16 @@ defaults:
 figures: {}
 sweeps:
 """
-GOOD = ("  a:\n    transfer: {axis: model.width, proxy: 32}\n    blocks:\n"
-        "      - grid: {model.width: [32, 64], train.lr: [0.5, 2.0]}\n")
+GOOD = (
+    "  a:\n    transfer: {axis: model.width, proxy: 32}\n    blocks:\n"
+    "      - grid: {model.width: [32, 64], train.lr: [0.5, 2.0]}\n"
+)
 
 
 def cells(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     path = tmp_path / "p.yaml"
     path.write_text(HEAD + body)
-    return subprocess.run([*UMUP, "cells", "--preset", str(path)], capture_output=True, text=True, env=ENV,
-                          timeout=120)
+    return subprocess.run([*UMUP, "cells", "--preset", str(path)], capture_output=True, text=True, env=ENV, timeout=120)
 
 
 def refused(proc: subprocess.CompletedProcess, *named: str) -> None:
@@ -57,10 +58,14 @@ def test_a_sweep_given_twice_is_refused_naming_key_and_lines(tmp_path):
 
 
 def test_duplicate_keys_are_refused_at_every_level(tmp_path):
-    refused(cells(tmp_path, GOOD.replace("train.lr: [0.5, 2.0]", "train.lr: [0.5], train.lr: [2.0]")),
-            "duplicate key 'train.lr'")
-    refused(cells(tmp_path, GOOD.replace("    blocks:", "    transfer: {axis: model.depth}\n    blocks:")),
-            "duplicate key 'transfer'")
+    refused(
+        cells(tmp_path, GOOD.replace("train.lr: [0.5, 2.0]", "train.lr: [0.5], train.lr: [2.0]")),
+        "duplicate key 'train.lr'",
+    )
+    refused(
+        cells(tmp_path, GOOD.replace("    blocks:", "    transfer: {axis: model.depth}\n    blocks:")),
+        "duplicate key 'transfer'",
+    )
 
 
 def test_yaml_merge_keys_may_still_be_overridden():
@@ -73,38 +78,62 @@ def test_yaml_merge_keys_may_still_be_overridden():
 def test_train_config_and_run_folder_config_with_a_key_twice_are_refused(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(TINY) + "parametrization: sp\n")
-    proc = subprocess.run([*UMUP, "train", str(config), "--out", str(tmp_path / "r"), "--progress", "none"],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [*UMUP, "train", str(config), "--out", str(tmp_path / "r"), "--progress", "none"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "duplicate key 'parametrization'" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
     folder = tmp_path / "folder"
     folder.mkdir()
     from umup_repro.core.config import config_to_dict, resolve_config
 
-    (folder / "config.yaml").write_text(yaml.safe_dump(config_to_dict(resolve_config(TINY)), sort_keys=False)
-                                        + "parametrization: sp\n")
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump(config_to_dict(resolve_config(TINY)), sort_keys=False) + "parametrization: sp\n"
+    )
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(TINY))
-    proc = subprocess.run([*UMUP, "train", str(good), "--out", str(folder), "--progress", "none"],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [*UMUP, "train", str(good), "--out", str(folder), "--progress", "none"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "config.yaml" in proc.stderr and "duplicate key 'parametrization'" in proc.stderr
 
 
-@pytest.mark.parametrize("body, named", [
-    (GOOD.replace("    blocks:", "    seeds: 20000\n    blocks:"), "seeds"),
-    ("  a:\n    blocks:\n      - random: {n: 20000, seed: 0, space: {train.lr: {log2_uniform: [-4, 2]}}}\n", "n"),
-    ("  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [0, 999, 0.1]},"
-     " hp.alpha_res: {log2_range: [0, 999, 0.1]}}\n",
-     "more than 100000 runs"),
-    ("  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [-5, 5, 0.01]},"
-     " hp.alpha_res: {log2_range: [-5, 5, 0.01]}}\n",
-     "more than 100000 runs"),
-    ("  a:\n    blocks:\n      - staged: {lr: {train.lr: {log2_range: [0, 5000, 1]}}, hp: {hp.alpha_res: [1.0]}}\n",
-     "staged.lr.train.lr"),
-    ("  a:\n    blocks:\n      - staged: {lr: {train.lr: [1.0]}, hp: {hp.alpha_res: {log2_range: [0, 1, 0.00001]}}}\n",
-     "staged.hp.hp.alpha_res"),
-])
+@pytest.mark.parametrize(
+    "body, named",
+    [
+        (GOOD.replace("    blocks:", "    seeds: 20000\n    blocks:"), "seeds"),
+        ("  a:\n    blocks:\n      - random: {n: 20000, seed: 0, space: {train.lr: {log2_uniform: [-4, 2]}}}\n", "n"),
+        (
+            "  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [0, 999, 0.1]},"
+            " hp.alpha_res: {log2_range: [0, 999, 0.1]}}\n",
+            "more than 100000 runs",
+        ),
+        (
+            "  a:\n    blocks:\n      - grid: {train.lr: {log2_range: [-5, 5, 0.01]},"
+            " hp.alpha_res: {log2_range: [-5, 5, 0.01]}}\n",
+            "more than 100000 runs",
+        ),
+        (
+            "  a:\n    blocks:\n      - staged: {lr: {train.lr: {log2_range: [0, 5000, 1]}},"
+            " hp: {hp.alpha_res: [1.0]}}\n",
+            "staged.lr.train.lr",
+        ),
+        (
+            "  a:\n    blocks:\n      - staged: {lr: {train.lr: [1.0]},"
+            " hp: {hp.alpha_res: {log2_range: [0, 1, 0.00001]}}}\n",
+            "staged.hp.hp.alpha_res",
+        ),
+    ],
+)
 def test_sizes_are_bounded(tmp_path, body, named):
     refused(cells(tmp_path, body), named)
 
@@ -120,20 +149,29 @@ def test_a_transfer_proxy_off_its_axis_is_refused_when_loaded(tmp_path, proxy):
 
 
 def test_proxies_on_a_log2_axis_or_from_set_are_accepted(tmp_path):
-    body = ("  a:\n    transfer: {axis: train.lr, hp: model.width, proxy: 0.5}\n    blocks:\n"
-            "      - grid: {train.lr: {log2_range: [-1, 1, 1]}, model.width: [32]}\n"
-            "  b:\n    transfer: {axis: model.width, proxy: 64}\n    blocks:\n"
-            "      - {set: {model.width: 64}, grid: {train.lr: [0.5]}}\n")
+    body = (
+        "  a:\n    transfer: {axis: train.lr, hp: model.width, proxy: 0.5}\n    blocks:\n"
+        "      - grid: {train.lr: {log2_range: [-1, 1, 1]}, model.width: [32]}\n"
+        "  b:\n    transfer: {axis: model.width, proxy: 64}\n    blocks:\n"
+        "      - {set: {model.width: 64}, grid: {train.lr: [0.5]}}\n"
+    )
     proc = cells(tmp_path, body)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_transfer_summary_refuses_a_proxy_its_table_lacks():
-    from umup_repro.results.aggregate import transfer_summary
     from umup_repro.core.errors import UserError
+    from umup_repro.results.aggregate import transfer_summary
 
-    table = pd.DataFrame({"model.width": [32, 32, 64, 64], "train.lr": [0.5, 2.0, 0.5, 2.0],
-                          "final_val_loss": [3.0, 2.0, 3.0, 2.5], "diverged": [False] * 4,
-                          "parametrization": ["umup"] * 4, "train.seed": [0] * 4})
+    table = pd.DataFrame(
+        {
+            "model.width": [32, 32, 64, 64],
+            "train.lr": [0.5, 2.0, 0.5, 2.0],
+            "final_val_loss": [3.0, 2.0, 3.0, 2.5],
+            "diverged": [False] * 4,
+            "parametrization": ["umup"] * 4,
+            "train.seed": [0] * 4,
+        }
+    )
     with pytest.raises(UserError, match="transfer.proxy 48 is not a value of model.width"):
         transfer_summary(table, "a", {"axis": "model.width", "proxy": 48})

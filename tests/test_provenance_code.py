@@ -4,12 +4,11 @@ import json
 import shutil
 
 import pytest
+from run_folders import write_run_folder
 
-from umup_repro.training import code_fingerprint as cf
 from umup_repro.results.aggregate import MixedCodeError, aggregate_sweep
 from umup_repro.sweeps.grid import expand_sweep
-
-from run_folders import write_run_folder
+from umup_repro.training import code_fingerprint as cf
 
 
 def test_every_listed_module_exists_and_the_fingerprint_follows_their_source(tmp_path, monkeypatch):

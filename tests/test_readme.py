@@ -36,10 +36,12 @@ def test_one_cell_command_runs_as_written(tmp_path):
     """The README's one-cell command, verbatim, in a fresh folder: it leaves a complete run folder."""
     command = readme_commands()[1]
     assert command.split("|")[-1].strip().startswith("umup-repro train")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = re.search(r"--out (\S+)", command).group(1)
     summary = json.loads((tmp_path / out / "summary.json").read_text())

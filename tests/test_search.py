@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_run import job_counts, workflow_copy
-from umup_repro.sweeps import grid
+
 from umup_repro.results.replicates import optimum_share
-from umup_repro.sweeps.search_stage import choose
 from umup_repro.results.transfer_error import pair_rows, transfer_error
+from umup_repro.sweeps import grid
+from umup_repro.sweeps.search_stage import choose
 
 # --------------------------------------------------------------------------------------------
 # transfer error (paper Algorithm 1)
@@ -57,15 +57,26 @@ def test_a_diverged_run_counts_as_the_worst_finite_loss_of_its_grid():
 
 
 def test_pair_rows_read_both_orders_from_a_sweep_table():
-    spec = {"pairs": True, "blocks": [{"set": {"parametrization": "umup"},
-                                       "grid": {"train.lr": [1.0, 2.0, 4.0], "hp.alpha_res": [0.5, 1.0, 2.0]}}]}
+    spec = {
+        "pairs": True,
+        "blocks": [
+            {"set": {"parametrization": "umup"}, "grid": {"train.lr": [1.0, 2.0, 4.0], "hp.alpha_res": [0.5, 1.0, 2.0]}}
+        ],
+    }
     cells = grid.expand_sweep("p", spec)
     rows = []
     for c in cells:  # coupled: the best alpha_res moves with the LR
         f, t = math.log2(c.config.train.lr), math.log2(c.config.hp["alpha_res"]) + 1
-        rows.append({"cell": c.id, "parametrization": "umup", "train.lr": c.config.train.lr,
-                     "hp.alpha_res": c.config.hp["alpha_res"], "final_val_loss": (t - f) ** 2 + 0.1 * f,
-                     "diverged": False})
+        rows.append(
+            {
+                "cell": c.id,
+                "parametrization": "umup",
+                "train.lr": c.config.train.lr,
+                "hp.alpha_res": c.config.hp["alpha_res"],
+                "final_val_loss": (t - f) ** 2 + 0.1 * f,
+                "diverged": False,
+            }
+        )
     out = pair_rows(pd.DataFrame(rows), "p", spec, {})
     assert [(r["hp_a"], r["hp_b"]) for r in out] == [("train.lr", "hp.alpha_res"), ("hp.alpha_res", "train.lr")]
     assert out[0]["transfer_error"] == pytest.approx(2.5, abs=1e-12)
@@ -108,7 +119,7 @@ def test_optimum_share_is_certain_without_noise_and_split_when_values_overlap():
 
 LR_GRID, RES_GRID, SOFTMAX_GRID = [0.5, 1.0, 4.0], [0.5, 2.0], [0.25, 4.0]
 
-FAKE_TRAIN = '''
+FAKE_TRAIN = """
 import json, math, os, sys
 if sys.argv[1] != "train":
     from umup_repro.cli import main
@@ -126,12 +137,13 @@ resolved = resolve_config(cfg)
 from run_folders import write_run_folder  # tests/ is on PYTHONPATH (fixture `synthetic`)
 # with the flattened config, as a real summary carries it
 write_run_folder(out, config_hash(resolved), loss=loss, diverged=diverged, lr=lr, **flatten_config(resolved))
-'''
+"""
 
 
 def _run(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -139,12 +151,26 @@ def _run(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture()
 def synthetic(tmp_path):
     work = workflow_copy(tmp_path / "wf")
-    preset = {"analyses": False, "threads_per_cell": 1, "resources": {"gpus": 0},
-              "sweeps": {"search": {"seeds": 2, "blocks": [{
-                  "set": {"parametrization": "umup"},
-                  "staged": {"lr": {"train.lr": LR_GRID},
-                             "hp": {"hp.alpha_res": RES_GRID, "hp.alpha_attn_softmax": SOFTMAX_GRID}}}]}},
-              "figures": {"search_strategies": ["search"]}}
+    preset = {
+        "analyses": False,
+        "threads_per_cell": 1,
+        "resources": {"gpus": 0},
+        "sweeps": {
+            "search": {
+                "seeds": 2,
+                "blocks": [
+                    {
+                        "set": {"parametrization": "umup"},
+                        "staged": {
+                            "lr": {"train.lr": LR_GRID},
+                            "hp": {"hp.alpha_res": RES_GRID, "hp.alpha_attn_softmax": SOFTMAX_GRID},
+                        },
+                    }
+                ],
+            }
+        },
+        "figures": {"search_strategies": ["search"]},
+    }
     (work / "config" / "presets" / "synthetic.yaml").write_text(yaml.safe_dump(preset))
     (work / "config" / "config.yaml").write_text("preset: synthetic\n")
     bin_dir = tmp_path / "bin"
@@ -154,8 +180,9 @@ def synthetic(tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = dict(os.environ, MPLBACKEND="Agg")
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent),
-                                     env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parents[1]), str(Path(__file__).parent), env.get("PYTHONPATH", "")]
+    )
     return work, env
 
 
@@ -195,9 +222,17 @@ def test_transfer_summary_averages_seed_replicates_and_reports_how_sure_the_opti
     for width in (32, 64):
         for lr in (1.0, 2.0, 4.0):
             for seed in (0, 1, 2):
-                rows.append({"cell": f"{width}-{lr}-{seed}", "parametrization": "umup", "model.width": width,
-                             "train.lr": lr, "train.seed": seed, "diverged": False,
-                             "final_val_loss": (math.log2(lr) - 1) ** 2 + 0.01 * seed})
+                rows.append(
+                    {
+                        "cell": f"{width}-{lr}-{seed}",
+                        "parametrization": "umup",
+                        "model.width": width,
+                        "train.lr": lr,
+                        "train.seed": seed,
+                        "diverged": False,
+                        "final_val_loss": (math.log2(lr) - 1) ** 2 + 0.01 * seed,
+                    }
+                )
     out = transfer_summary(pd.DataFrame(rows), "s", {"axis": "model.width"})
     assert list(out["opt_value"]) == [2.0, 2.0]
     assert out["best_loss"].tolist() == pytest.approx([0.01, 0.01])  # mean of 0, 0.01, 0.02
@@ -208,10 +243,15 @@ def test_transfer_summary_averages_seed_replicates_and_reports_how_sure_the_opti
 def test_transfer_error_figure_titles_each_parametrizations_mean(tmp_path):
     from umup_repro.figures.plot import plot
 
-    rows = [("umup", "train.lr", "hp.alpha_res", 0.002), ("umup", "hp.alpha_res", "train.lr", 0.008),
-            ("mup", "train.lr", "hp.alpha_out", 0.01), ("mup", "hp.alpha_out", "train.lr", 0.05)]
+    rows = [
+        ("umup", "train.lr", "hp.alpha_res", 0.002),
+        ("umup", "hp.alpha_res", "train.lr", 0.008),
+        ("mup", "train.lr", "hp.alpha_out", 0.01),
+        ("mup", "hp.alpha_out", "train.lr", 0.05),
+    ]
     pd.DataFrame(rows, columns=["parametrization", "hp_a", "hp_b", "transfer_error"]).to_csv(
-        tmp_path / "transfer_error.csv", index=False)
+        tmp_path / "transfer_error.csv", index=False
+    )
     data = plot("transfer_error", tmp_path, ["hp_pairs"], tmp_path / "te.pdf")
     assert (tmp_path / "te.png").is_file() and (tmp_path / "te.pdf").stat().st_size > 5_000
     means = dict(zip(data["variant"], data["mean_transfer_error"]))

@@ -16,7 +16,7 @@ def fake_slurm(tmp_path, monkeypatch):
         "sacct": "echo 'sacct: error: Problem talking to the database: Connection refused' >&2; exit 1",
         "squeue": "echo '11|RUNNING'",
         "scontrol": 'if [ "$3" = 12 ]; then echo "JobId=12 JobName=x JobState=COMPLETED Reason=None"; '
-                    'else echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; fi',
+        'else echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; fi',
     }
     for name, body in scripts.items():
         path = tmp_path / name
@@ -49,8 +49,9 @@ def test_without_the_fallback_the_jobs_fail_naming_sacct(fake_slurm):
 def test_site_setup_lines_reach_the_sbatch_script():
     from umup_repro.slurm import submit as slurm
 
-    params = slurm.submitit_parameters({"runtime": 5}, job_name="x",
-                                       setup=["module load cuda/12.4", "source /opt/venv/bin/activate"])
+    params = slurm.submitit_parameters(
+        {"runtime": 5}, job_name="x", setup=["module load cuda/12.4", "source /opt/venv/bin/activate"]
+    )
     script = slurm.sbatch_script(params, "/tmp/logs")
     setup_at = script.index("module load cuda/12.4")
     assert script.index("source /opt/venv/bin/activate") > setup_at

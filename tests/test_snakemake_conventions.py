@@ -10,7 +10,6 @@ import tomllib
 from pathlib import Path
 
 import yaml
-
 from workflow_run import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ def test_every_figure_has_a_caption():
     assert set(PLOTTED) <= set(FIGURES)
     assert not list((ROOT / "workflow/report").glob("*.y*ml")), "captions belong in umup_repro/core/figure_catalog.py"
     rules = "".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
-    assert 'caption=figure_catalog.caption(' in rules and "captions.yaml" not in rules
+    assert "caption=figure_catalog.caption(" in rules and "captions.yaml" not in rules
 
 
 def _includes(snakefile: Path) -> tuple[str, list[Path]]:
@@ -73,9 +72,13 @@ def _names(text: str) -> tuple[set[str], set[str]]:
             defined |= {part.split(" as ")[-1].strip(" ()\n") for part in imported.split(",")} - {""}
         elif at_line_start and tok.string == "for":
             line = tok.line.split(" in ", 1)[0]
-            defined |= set(re.findall(r"\w+", line[len("for"):]))
-        elif at_line_start and i + 1 < len(tokens) and tokens[i + 1].string in ("=", ":", "+=") and \
-                not (i + 2 < len(tokens) and tokens[i + 1].string == ":" and tokens[i + 2].type == tokenize.NEWLINE):
+            defined |= set(re.findall(r"\w+", line[len("for") :]))
+        elif (
+            at_line_start
+            and i + 1 < len(tokens)
+            and tokens[i + 1].string in ("=", ":", "+=")
+            and not (i + 2 < len(tokens) and tokens[i + 1].string == ":" and tokens[i + 2].type == tokenize.NEWLINE)
+        ):
             defined.add(tok.string)
     return defined, used
 
@@ -90,7 +93,7 @@ def test_no_rule_file_uses_a_name_defined_only_after_it():
     late = []
     for i, path in enumerate(files):
         known = set().union(*defined[: i + 2])  # the Snakefile's head, the files before and this one
-        later = set().union(*defined[i + 2:]) if i + 2 < len(defined) else set()
+        later = set().union(*defined[i + 2 :]) if i + 2 < len(defined) else set()
         used = _names(path.read_text())[1]
         late += [f"{path.name}: {name}" for name in sorted((used & later) - known)]
     assert not late, "names used before the file defining them is included:\n" + "\n".join(late)

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from umup_repro.results.aggregate import transfer_summary
 from umup_repro.core.config import ConfigError, flatten_config, resolve_config
 from umup_repro.figures.stability_fixes import stability_fixes
-from umup_repro.results.tables import prepare
-from umup_repro.training.lightning_module import StepBatches
 from umup_repro.model.decoder import build_model, count_parameters
 from umup_repro.model.optim import build_optimizer
+from umup_repro.results.aggregate import transfer_summary
 from umup_repro.results.stability import setting_of, with_setting
+from umup_repro.results.tables import prepare
+from umup_repro.training.lightning_module import StepBatches
 
 WIDTH, DEPTH = 64, 2
 SMALL = {"model": {"width": WIDTH, "depth": DEPTH, "head_dim": 16, "seq_len": 16, "vocab_size": 128}}
@@ -134,20 +134,42 @@ def test_train_tokens_repeat_the_first_tokens_only():
 
 def _settings_table():
     """Two widths × three LRs × the three settings (μP); the optimum moves only under `llama`."""
-    settings = {"tpv": {"train.schedule": "constant", "data.train_tokens": 1024, "model.norm_gains": True,
-                        "train.weight_decay_form": "independent"},
-                "llama": {"train.schedule": "cosine", "data.train_tokens": math.nan, "model.norm_gains": True,
-                          "train.weight_decay_form": "decoupled"},
-                "llama_fixes": {"train.schedule": "cosine", "data.train_tokens": math.nan, "model.norm_gains": False,
-                                "train.weight_decay_form": "independent"}}
+    settings = {
+        "tpv": {
+            "train.schedule": "constant",
+            "data.train_tokens": 1024,
+            "model.norm_gains": True,
+            "train.weight_decay_form": "independent",
+        },
+        "llama": {
+            "train.schedule": "cosine",
+            "data.train_tokens": math.nan,
+            "model.norm_gains": True,
+            "train.weight_decay_form": "decoupled",
+        },
+        "llama_fixes": {
+            "train.schedule": "cosine",
+            "data.train_tokens": math.nan,
+            "model.norm_gains": False,
+            "train.weight_decay_form": "independent",
+        },
+    }
     best = {("llama", 128): -6}
     rows = []
     for name, cols in settings.items():
         for w in (32, 128):
             for k in (-8, -7, -6):
                 opt = best.get((name, w), -7)
-                rows.append({"parametrization": "mup", "model.width": w, "train.lr": 2.0**k, **cols,
-                             "final_val_loss": 4.0 + 0.1 * abs(k - opt), "diverged": False})
+                rows.append(
+                    {
+                        "parametrization": "mup",
+                        "model.width": w,
+                        "train.lr": 2.0**k,
+                        **cols,
+                        "final_val_loss": 4.0 + 0.1 * abs(k - opt),
+                        "diverged": False,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -164,8 +186,9 @@ def test_with_setting_reads_the_config_the_column_or_the_group_label():
     where set, else the setting inside an older group label); the label loses that part."""
     sweep = with_setting(_settings_table())
     assert set(sweep["setting"]) == {"tpv", "llama", "llama_fixes"}
-    summary = pd.DataFrame({"group": ["mup/llama", "mup/llama_fixes", "umup", "mup"],
-                            "setting": [None, float("nan"), "", "tpv"]})
+    summary = pd.DataFrame(
+        {"group": ["mup/llama", "mup/llama_fixes", "umup", "mup"], "setting": [None, float("nan"), "", "tpv"]}
+    )
     read = with_setting(summary)
     assert read["setting"].tolist()[:2] == ["llama", "llama_fixes"] and read["setting"].iloc[3] == "tpv"
     assert pd.isna(read["setting"].iloc[2]) and read["group"].tolist() == ["mup", "mup", "umup", "mup"]
@@ -173,8 +196,9 @@ def test_with_setting_reads_the_config_the_column_or_the_group_label():
 
 
 def test_transfer_summary_has_drift_and_regret_per_setting():
-    s = transfer_summary(_settings_table(), "lr_stability",
-                         {"axis": "model.width", "group": ["parametrization", "setting"]})
+    s = transfer_summary(
+        _settings_table(), "lr_stability", {"axis": "model.width", "group": ["parametrization", "setting"]}
+    )
     assert set(s["group"]) == {"mup"} and set(s["setting"]) == {"tpv", "llama", "llama_fixes"}
     at = s[s["axis_value"] == 128].set_index("setting")
     assert at.loc["llama", "drift_log2"] == 1.0 and at.loc["llama", "regret"] == pytest.approx(0.1)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from run_folders import write_run_folder
 from test_hostile import ENV, PRESET_BASE, TINY
+
 from umup_repro.core.config import config_to_dict, flatten_config
 from umup_repro.sweeps.grid import expand_sweep
 
@@ -37,9 +37,23 @@ def sweep(tmp_path):
 
 
 def aggregate(s, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([*UMUP, "aggregate", "--preset", str(s["preset"]), "--runs", str(s["runs"]),
-                           "--tables", str(s["tables"]), *map(str, extra)], capture_output=True, text=True, env=ENV,
-                          timeout=120)
+    return subprocess.run(
+        [
+            *UMUP,
+            "aggregate",
+            "--preset",
+            str(s["preset"]),
+            "--runs",
+            str(s["runs"]),
+            "--tables",
+            str(s["tables"]),
+            *map(str, extra),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
 
 
 def refused(proc, *named):
@@ -65,14 +79,17 @@ def test_intact_runs_aggregate(sweep):
     assert (sweep["tables"] / "lr.csv").exists() and (sweep["tables"] / "metrics" / "lr.csv").exists()
 
 
-@pytest.mark.parametrize("fields, named", [
-    ({"final_val_loss": "abc"}, "final_val_loss"),
-    ({"final_val_loss": float("nan")}, "final_val_loss"),  # json writes NaN
-    ({"final_val_loss": float("inf")}, "final_val_loss"),
-    ({"final_train_loss": True}, "final_train_loss"),
-    ({"tokens": -5}, "tokens"),
-    ({"wall_seconds": "1h"}, "wall_seconds"),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"final_val_loss": "abc"}, "final_val_loss"),
+        ({"final_val_loss": float("nan")}, "final_val_loss"),  # json writes NaN
+        ({"final_val_loss": float("inf")}, "final_val_loss"),
+        ({"final_train_loss": True}, "final_train_loss"),
+        ({"tokens": -5}, "tokens"),
+        ({"wall_seconds": "1h"}, "wall_seconds"),
+    ],
+)
 def test_a_summary_with_a_bad_number_is_refused_and_no_table_written(sweep, fields, named):
     edit_summary(sweep, 2, **fields)
     refused(aggregate(sweep), str(folder(sweep, 2) / "summary.json"), named)
@@ -87,15 +104,18 @@ def test_a_string_loss_cannot_move_a_transfer_optimum(sweep):
     assert not (sweep["tables"] / "t.csv").exists()
 
 
-@pytest.mark.parametrize("file, old, new, named", [
-    ("metrics.csv", ",3.25,", ",abc,", "train_loss is not a number"),
-    ("metrics.csv", ",3.25,", ",nan,", "train_loss is not finite"),
-    ("metrics.csv", ",3.25,", ",-inf,", "train_loss is not finite"),
-    ("metrics.csv", ",0.1\n", ",\n", "lr is missing"),
-    ("metrics.csv", "\n1,32,", "\n1,-32,", "tokens is not a non-negative integer"),
-    ("rms.csv", ",1.0\n", ",x\n", "rms is not a number"),
-    ("rms.csv", ",1.0\n", ",NaN\n", "rms is not finite"),
-])
+@pytest.mark.parametrize(
+    "file, old, new, named",
+    [
+        ("metrics.csv", ",3.25,", ",abc,", "train_loss is not a number"),
+        ("metrics.csv", ",3.25,", ",nan,", "train_loss is not finite"),
+        ("metrics.csv", ",3.25,", ",-inf,", "train_loss is not finite"),
+        ("metrics.csv", ",0.1\n", ",\n", "lr is missing"),
+        ("metrics.csv", "\n1,32,", "\n1,-32,", "tokens is not a non-negative integer"),
+        ("rms.csv", ",1.0\n", ",x\n", "rms is not a number"),
+        ("rms.csv", ",1.0\n", ",NaN\n", "rms is not finite"),
+    ],
+)
 def test_bad_rows_of_a_run_not_diverged_are_refused_naming_file_line_field(sweep, file, old, new, named):
     path = folder(sweep, 3) / file
     text = path.read_text()
@@ -119,8 +139,13 @@ def test_copy_from_a_run_with_bad_rows_is_refused(sweep, tmp_path):
     (src / "metrics.csv").write_text((src / "metrics.csv").read_text().replace(",3.25,", ",nan,", 1))
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(sweep["cells"][0].config_dict))
-    proc = subprocess.run([*UMUP, "train", str(config), "--out", str(tmp_path / "copy"), "--copy-from", str(src)],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [*UMUP, "train", str(config), "--out", str(tmp_path / "copy"), "--copy-from", str(src)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     refused(proc, str(src / "metrics.csv"), "train_loss")
     assert not (tmp_path / "copy" / "summary.json").exists()
 

@@ -24,7 +24,7 @@ import yaml
 from umup_repro.core.config import config_hash, config_to_dict, resolve_config
 from umup_repro.model.optim import lr_multiplier
 from umup_repro.training.run_format import METRICS_COLUMNS, RMS_COLUMNS
-from umup_repro.training.train import _progress_mode
+from umup_repro.training.trainer import progress_mode
 
 STEPS, EVERY, BATCH, SEQ = 60, 10, 4, 64
 TINY = {
@@ -35,8 +35,21 @@ TINY = {
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SUMMARY_KEYS = {  # docs/design.md, "Run folder"
-    "cell", "sweep", "final_train_loss", "final_val_loss", "diverged", "steps_done", "wall_seconds",
-    "tokens_per_second", "device", "versions", "git_commit", "code_fingerprint", "config_hash", "hostname", "diverged_reason",
+    "cell",
+    "sweep",
+    "final_train_loss",
+    "final_val_loss",
+    "diverged",
+    "steps_done",
+    "wall_seconds",
+    "tokens_per_second",
+    "device",
+    "versions",
+    "git_commit",
+    "code_fingerprint",
+    "config_hash",
+    "hostname",
+    "diverged_reason",
 }
 
 
@@ -48,8 +61,7 @@ def train_cmd(config_path: Path, out: Path, *sets: str) -> list[str]:
 
 
 def run(config_path: Path, out: Path, *sets: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(train_cmd(config_path, out, *sets), env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(train_cmd(config_path, out, *sets), env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def start(config_path: Path, out: Path, log: Path) -> subprocess.Popen:
@@ -95,7 +107,12 @@ def test_run_folder_matches_the_contract(reference):
     out, proc = reference
     config = resolve_config(TINY)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "config.yaml", "metrics.csv", "parametrization.csv", "rms.csv", "summary.json"]  # checkpoints removed at the end
+        "config.yaml",
+        "metrics.csv",
+        "parametrization.csv",
+        "rms.csv",
+        "summary.json",
+    ]  # checkpoints removed at the end
     assert yaml.safe_load((out / "config.yaml").read_text()) == config_to_dict(config)
 
     metrics = pd.read_csv(out / "metrics.csv")
@@ -122,8 +139,21 @@ def test_run_folder_matches_the_contract(reference):
         assert set(rms.loc[(rms.kind == kind) & (rms.step == 0), "tensor"]) == params
     acts = set(rms.loc[(rms.kind == "activation") & (rms.step == 0), "tensor"])
     for i in range(2):
-        for name in ("attn_in", "attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.core", "attn.out_proj",
-                     "attn_resid", "ffn_in", "ffn.up_proj", "ffn.gate_proj", "ffn.act", "ffn.down_proj", "ffn_resid"):
+        for name in (
+            "attn_in",
+            "attn.q_proj",
+            "attn.k_proj",
+            "attn.v_proj",
+            "attn.core",
+            "attn.out_proj",
+            "attn_resid",
+            "ffn_in",
+            "ffn.up_proj",
+            "ffn.gate_proj",
+            "ffn.act",
+            "ffn.down_proj",
+            "ffn_resid",
+        ):
             assert f"blocks.{i}.{name}" in acts
     assert {"embedding", "final_norm", "readout"} <= acts
 
@@ -140,8 +170,14 @@ def test_run_folder_matches_the_contract(reference):
     assert summary["tokens_per_second"] > 0 and summary["wall_seconds"] > 0
     assert {"torch", "lightning", "python", "umup-repro"} <= set(summary["versions"])
     assert summary["git_commit"]
-    for key, value in {"model.width": 64, "train.steps": STEPS, "train.lr": config.train.lr,
-                       "hp.alpha_res": 1.0, "parametrization": "umup", "log.rms_every": EVERY}.items():
+    for key, value in {
+        "model.width": 64,
+        "train.steps": STEPS,
+        "train.lr": config.train.lr,
+        "hp.alpha_res": 1.0,
+        "parametrization": "umup",
+        "log.rms_every": EVERY,
+    }.items():
         assert summary[key] == value
 
 
@@ -159,9 +195,9 @@ def test_cpu_chosen_automatically_and_plain_progress_lines(reference):
 
 def test_progress_mode_follows_the_terminal(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    assert _progress_mode("auto") == "bar"
+    assert progress_mode("auto") == "bar"
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    assert _progress_mode("auto") == "lines"
+    assert progress_mode("auto") == "lines"
 
 
 def test_same_config_twice_is_byte_identical(reference, cfg_file, tmp_path):
@@ -234,11 +270,14 @@ def test_rerun_is_a_noop_and_another_config_is_refused(reference, cfg_file):
     assert str(out) in proc.stderr and "train.lr" in proc.stderr
 
 
-@pytest.mark.parametrize("sets, field", [
-    (["model.widht=128"], "model.widht"),  # unknown key
-    (["train.steps=many"], "train.steps"),  # wrong type
-    (["data.corpus=text_files", "data.files=[/no/such/corpus.txt]"], "data.files"),  # missing corpus
-])
+@pytest.mark.parametrize(
+    "sets, field",
+    [
+        (["model.widht=128"], "model.widht"),  # unknown key
+        (["train.steps=many"], "train.steps"),  # wrong type
+        (["data.corpus=text_files", "data.files=[/no/such/corpus.txt]"], "data.files"),  # missing corpus
+    ],
+)
 def test_bad_config_fails_before_training_with_the_field_named(cfg_file, tmp_path, sets, field):
     out = tmp_path / "bad"
     proc = run(cfg_file, out, *sets)

@@ -51,12 +51,13 @@ def rms_table():
         for seed in SEEDS:
             batch = data.train_batch(tokens, seed=seed, step=0, batch_size=8, seq_len=128)
             for width in WIDTHS:
-                config = resolve_config({"parametrization": "umup",
-                                         "model": {"width": width, "depth": depth, "seq_len": 128}})
+                config = resolve_config(
+                    {"parametrization": "umup", "model": {"width": width, "depth": depth, "seq_len": 128}}
+                )
                 torch.manual_seed(seed)
                 model = build_model(config)
                 logits_grad = []
-                model.readout.register_full_backward_hook(lambda m, gi, go: logits_grad.append(go[0]))
+                model.readout.register_full_backward_hook(lambda m, gi, go, out=logits_grad: out.append(go[0]))
                 with record_activations(model) as acts:
                     loss = model.loss(batch)
                 loss.backward()
@@ -69,14 +70,29 @@ def rms_table():
 
 # (kind, predicate on the tensor name) → (low, high, spread over 64…1024, why); first match wins.
 EXCEPTIONS = [
-    ("activation", lambda n: n.startswith("blocks.") and not n.startswith("blocks.0.")
-     and n.endswith(("attn.core", "attn.out_proj")), (0.5, 5.0, 0.25,
-     "value path after block 0: measured 2.2–2.7 (block 1) up to 4.1 (block 3 of depth 4)")),
-    ("grad", lambda n: n.endswith(("attn.v_proj.weight", "attn.out_proj.weight")), (0.5, 5.0, 0.35,
-     "correlated tokens: measured 2.4–4.2; width 64 (one head) up to 22% off the rest")),
-    ("grad", lambda n: n.endswith(("attn.q_proj.weight", "attn.k_proj.weight")), (0.03, 0.15, 0.35,
-     "the attention output's scale (chain rule): measured 0.10–0.13 in block 0, down to 0.04 in block 3"
-     " of depth 4 (less spread among values); width 64 (one head) up to 30% above the rest")),
+    (
+        "activation",
+        lambda n: (
+            n.startswith("blocks.") and not n.startswith("blocks.0.") and n.endswith(("attn.core", "attn.out_proj"))
+        ),
+        (0.5, 5.0, 0.25, "value path after block 0: measured 2.2–2.7 (block 1) up to 4.1 (block 3 of depth 4)"),
+    ),
+    (
+        "grad",
+        lambda n: n.endswith(("attn.v_proj.weight", "attn.out_proj.weight")),
+        (0.5, 5.0, 0.35, "correlated tokens: measured 2.4–4.2; width 64 (one head) up to 22% off the rest"),
+    ),
+    (
+        "grad",
+        lambda n: n.endswith(("attn.q_proj.weight", "attn.k_proj.weight")),
+        (
+            0.03,
+            0.15,
+            0.35,
+            "the attention output's scale (chain rule): measured 0.10–0.13 in block 0, down to 0.04 in block 3"
+            " of depth 4 (less spread among values); width 64 (one head) up to 30% above the rest",
+        ),
+    ),
 ]
 
 

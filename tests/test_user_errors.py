@@ -16,16 +16,23 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_hostile import ENV, TINY, cfg  # noqa: F401 (cfg: the fixture)
 
 UMUP = [sys.executable, "-m", "umup_repro.cli"]
 
 
-def umup(*args: str, cwd: Path | None = None, stdin: bytes | None = None, env: dict | None = None,
-         preexec_fn=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*UMUP, *map(str, args)], input=stdin, capture_output=True, env=env or ENV, cwd=cwd,
-                          timeout=300, preexec_fn=preexec_fn)
+def umup(
+    *args: str, cwd: Path | None = None, stdin: bytes | None = None, env: dict | None = None, preexec_fn=None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*UMUP, *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        env=env or ENV,
+        cwd=cwd,
+        timeout=300,
+        preexec_fn=preexec_fn,
+    )
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *named: str) -> str:
@@ -43,16 +50,47 @@ def assert_user_error(proc: subprocess.CompletedProcess, *named: str) -> str:
 def test_train_refusals_of_bad_data_name_the_file(cfg, tmp_path):
     not_tok = tmp_path / "tok.json"
     not_tok.write_text('{"not": "a tokenizer"}')
-    assert_user_error(umup("train", cfg, "--set", f"data.tokenizer={not_tok}", "--out", tmp_path / "r1",
-                           "--progress", "none"), str(not_tok), "not a tokenizer")
+    assert_user_error(
+        umup("train", cfg, "--set", f"data.tokenizer={not_tok}", "--out", tmp_path / "r1", "--progress", "none"),
+        str(not_tok),
+        "not a tokenizer",
+    )
     no_text = tmp_path / "c.jsonl"
     no_text.write_text('{"body": "hello world"}\n')
-    assert_user_error(umup("train", cfg, "--set", "data.corpus=text_files", "--set", f"data.files=[{no_text}]",
-                           "--out", tmp_path / "r2", "--progress", "none"), str(no_text), "text")
+    assert_user_error(
+        umup(
+            "train",
+            cfg,
+            "--set",
+            "data.corpus=text_files",
+            "--set",
+            f"data.files=[{no_text}]",
+            "--out",
+            tmp_path / "r2",
+            "--progress",
+            "none",
+        ),
+        str(no_text),
+        "text",
+    )
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"\xff\xfe caf\xe9\n\nmore text\n")
-    assert_user_error(umup("train", cfg, "--set", "data.corpus=text_files", "--set", f"data.files=[{latin}]",
-                           "--out", tmp_path / "r3", "--progress", "none"), str(latin), "UTF-8")
+    assert_user_error(
+        umup(
+            "train",
+            cfg,
+            "--set",
+            "data.corpus=text_files",
+            "--set",
+            f"data.files=[{latin}]",
+            "--out",
+            tmp_path / "r3",
+            "--progress",
+            "none",
+        ),
+        str(latin),
+        "UTF-8",
+    )
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
 
 
@@ -68,25 +106,52 @@ def test_a_path_component_too_long_is_refused(cfg, tmp_path):
 def test_aggregate_refusals(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_user_error(umup("aggregate", "--preset", "smoke", "--tables", blocker / "tables", "--runs", tmp_path),
-                      str(blocker))
-    assert_user_error(umup("aggregate", "--preset", "smoke", "--sweep", "nosuch", "--transfer-summary",
-                           tmp_path / "t.csv"), "nosuch")
-    assert_user_error(umup("aggregate", "--preset", "smoke", "--sweep", "lr_width", "--tables", tmp_path / "none",
-                           "--transfer-summary", tmp_path / "t.csv"), "lr_width.csv")
+    assert_user_error(
+        umup("aggregate", "--preset", "smoke", "--tables", blocker / "tables", "--runs", tmp_path), str(blocker)
+    )
+    assert_user_error(
+        umup("aggregate", "--preset", "smoke", "--sweep", "nosuch", "--transfer-summary", tmp_path / "t.csv"), "nosuch"
+    )
+    assert_user_error(
+        umup(
+            "aggregate",
+            "--preset",
+            "smoke",
+            "--sweep",
+            "lr_width",
+            "--tables",
+            tmp_path / "none",
+            "--transfer-summary",
+            tmp_path / "t.csv",
+        ),
+        "lr_width.csv",
+    )
     decision = tmp_path / "search" / "search_staged" / "lr.json"
     decision.parent.mkdir(parents=True)
     for damaged in ("garbage", '{"groups": [1, 2]}', '{"other": 1}'):
         decision.write_text(damaged)
-        assert_user_error(umup("aggregate", "--preset", "tiny", "--sweep", "search_staged", "--search-dir",
-                               tmp_path / "search", "--runs", tmp_path), str(decision))
+        assert_user_error(
+            umup(
+                "aggregate",
+                "--preset",
+                "tiny",
+                "--sweep",
+                "search_staged",
+                "--search-dir",
+                tmp_path / "search",
+                "--runs",
+                tmp_path,
+            ),
+            str(decision),
+        )
     assert not (tmp_path / "t.csv").exists()
 
 
 def test_plot_refusals_exit_2(tmp_path):
     (tmp_path / "outdir").mkdir()
-    assert_user_error(umup("plot", "transfer_width", "--out", tmp_path / "outdir", "--tables", tmp_path),
-                      "--out", "folder")
+    assert_user_error(
+        umup("plot", "transfer_width", "--out", tmp_path / "outdir", "--tables", tmp_path), "--out", "folder"
+    )
     assert_user_error(umup("plot", "no_such_figure", "--tables", tmp_path), "no_such_figure")
 
 
@@ -95,14 +160,16 @@ def test_cells_and_coord_check_refusals(tmp_path):
     listed = tmp_path / "summary.json"
     listed.write_text("[1, 2]")
     assert_user_error(umup("cells", "--preset", "smoke", "--measured", listed), str(listed), "list")
-    assert_user_error(umup("coord-check", "--parametrization", "umup", "--widths", "64,abc", "--out", tmp_path),
-                      "--widths", "abc")
+    assert_user_error(
+        umup("coord-check", "--parametrization", "umup", "--widths", "64,abc", "--out", tmp_path), "--widths", "abc"
+    )
 
 
 def _file_size_limit(limit: int):
     def set_limit():  # writes past `limit` bytes fail with EFBIG, as on a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return set_limit
 
 
@@ -117,8 +184,9 @@ def test_a_full_disk_during_a_run_names_the_file(cfg, tmp_path):
 
 def test_a_full_disk_during_a_cache_build_names_the_file(cfg, tmp_path):
     env = {**ENV, "UMUP_CACHE": str(tmp_path / "cache")}
-    proc = umup("train", cfg, "--out", tmp_path / "run", "--progress", "none", env=env,
-                preexec_fn=_file_size_limit(200_000))
+    proc = umup(
+        "train", cfg, "--out", tmp_path / "run", "--progress", "none", env=env, preexec_fn=_file_size_limit(200_000)
+    )
     err = assert_user_error(proc, "no space", str(tmp_path / "cache" / "tokens"))
     assert ".bin" in err.splitlines()[-1]
     assert not list((tmp_path / "cache" / "tokens").glob("*.bin"))  # no entry that looks complete
@@ -131,8 +199,13 @@ def test_ctrl_c_checkpoints_exits_130_and_resumes(cfg, tmp_path):
     assert umup("train", cfg, "--out", ref, "--progress", "none").returncode == 0
     slow = tmp_path / "slow.yaml"
     slow.write_text(json.dumps({**TINY, "train": {**TINY["train"], "steps": 400, "checkpoint_every": 1}}))
-    proc = subprocess.Popen([*UMUP, "train", slow, "--out", out, "--progress", "lines", "--log-every", "1"],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*UMUP, "train", slow, "--out", out, "--progress", "lines", "--log-every", "1"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (out / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -146,9 +219,24 @@ def test_ctrl_c_checkpoints_exits_130_and_resumes(cfg, tmp_path):
 
 
 def test_ctrl_c_in_other_commands_exits_130_with_a_message(tmp_path):
-    proc = subprocess.Popen([*UMUP, "coord-check", "--parametrization", "umup", "--widths", "64,128,256,512,1024",
-                             "--steps", "50", "--out", tmp_path], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *UMUP,
+            "coord-check",
+            "--parametrization",
+            "umup",
+            "--widths",
+            "64,128,256,512,1024",
+            "--steps",
+            "50",
+            "--out",
+            tmp_path,
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(6)  # past the imports, computing
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
@@ -170,10 +258,34 @@ def test_damaged_tables_and_bad_options_are_named(cfg, tmp_path):
     tables.mkdir()
     for sweep in ("lr_width", "hp_pairs"):
         (tables / f"{sweep}.csv").write_bytes(b'cell,x\n"unclosed\n')
-    assert_user_error(umup("aggregate", "--preset", "smoke", "--sweep", "lr_width", "--tables", tables,
-                           "--transfer-summary", tmp_path / "t.csv"), str(tables / "lr_width.csv"))
-    assert_user_error(umup("transfer-error", "--preset", "smoke", "--sweep", "hp_pairs", "--tables", tables,
-                           "--out", tmp_path / "te.csv"), str(tables / "hp_pairs.csv"))
+    assert_user_error(
+        umup(
+            "aggregate",
+            "--preset",
+            "smoke",
+            "--sweep",
+            "lr_width",
+            "--tables",
+            tables,
+            "--transfer-summary",
+            tmp_path / "t.csv",
+        ),
+        str(tables / "lr_width.csv"),
+    )
+    assert_user_error(
+        umup(
+            "transfer-error",
+            "--preset",
+            "smoke",
+            "--sweep",
+            "hp_pairs",
+            "--tables",
+            tables,
+            "--out",
+            tmp_path / "te.csv",
+        ),
+        str(tables / "hp_pairs.csv"),
+    )
     (tables / "transfer_summary.csv").write_bytes(b'cell,x\n"unclosed\n')
     assert_user_error(umup("claims", "--tables", tables, "--out", tmp_path / "c.csv"), "transfer_summary.csv")
     assert_user_error(umup("train", cfg, "--out", tmp_path / "r", "--log", tmp_path, "--progress", "none"), "--log")
@@ -185,7 +297,22 @@ def test_tables_without_the_columns_read_are_named(tmp_path):
     tables = tmp_path / "tables"
     tables.mkdir()
     (tables / "lr_width.csv").write_text("cell,x\n1,2\n")
-    assert_user_error(umup("aggregate", "--preset", "smoke", "--sweep", "lr_width", "--tables", tables,
-                           "--transfer-summary", tmp_path / "t.csv"), str(tables / "lr_width.csv"), "model.width")
-    assert_user_error(umup("plot", "transfer_width", "--tables", tables, "--sweeps", "lr_width", "--out",
-                           tmp_path / "f.pdf"), "column")
+    assert_user_error(
+        umup(
+            "aggregate",
+            "--preset",
+            "smoke",
+            "--sweep",
+            "lr_width",
+            "--tables",
+            tables,
+            "--transfer-summary",
+            tmp_path / "t.csv",
+        ),
+        str(tables / "lr_width.csv"),
+        "model.width",
+    )
+    assert_user_error(
+        umup("plot", "transfer_width", "--tables", tables, "--sweeps", "lr_width", "--out", tmp_path / "f.pdf"),
+        "column",
+    )

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_run import job_counts, snakemake, workflow_copy
 
 from umup_repro.sweeps.grid import expand_preset
 from umup_repro.sweeps.presets import load_preset
 from umup_repro.sweeps.search_stage import load_decisions
-from workflow_run import job_counts, snakemake, workflow_copy
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,10 @@ def test_deleting_a_run_folder_reruns_that_cell(smoke):
     assert counts.get("train_cell") == 1 and counts.get("aggregate_sweep") == 1, (victim.id, out.stdout + out.stderr)
     before = (root / "results" / "tables" / "lr_steps.csv").stat().st_mtime
     snakemake(root, "--cores", "2", "--config", "preset=smoke")
-    assert json.loads((root / "results" / "runs" / "lr_steps" / victim.id / "summary.json").read_text())["cell"] == victim.id
+    assert (
+        json.loads((root / "results" / "runs" / "lr_steps" / victim.id / "summary.json").read_text())["cell"]
+        == victim.id
+    )
     assert (root / "results" / "tables" / "lr_steps.csv").stat().st_mtime > before
 
 

@@ -117,8 +117,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text \
-                and "default" not in text and action.option_strings:
+        if (
+            action.default not in (None, False, [], argparse.SUPPRESS)
+            and "%(default)" not in text
+            and "default" not in text
+            and action.option_strings
+        ):
             text += " (default: %(default)s)"
         return text
 
@@ -136,23 +140,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one cell into a run folder (resumes; a complete run is a no-op)")
     p.add_argument("config", help="YAML cell config (partial: defaults fill the rest); - reads it from stdin")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. model.width=128 (repeatable; value parsed as YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. model.width=128 (repeatable; value parsed as YAML)",
+    )
     p.add_argument("--out", default=None, help="run folder (default: results/runs/adhoc/<cell>)")
     p.add_argument("--sweep", default=None, help="sweep name for the summary (default: the run folder's parent)")
-    p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "none"],
-                   help="auto: Lightning's bar on a terminal, plain lines otherwise")
+    p.add_argument(
+        "--progress",
+        default="auto",
+        choices=["auto", "bar", "lines", "none"],
+        help="auto: Lightning's bar on a terminal, plain lines otherwise",
+    )
     p.add_argument("--log-every", type=int, default=None, help="steps between plain progress lines (default: steps/10)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after the run completes")
-    p.add_argument("--logger", action="append", choices=["tensorboard", "wandb"], default=None,
-                   help="also send the metrics to TensorBoard (RUN/tensorboard/) or W&B (repeatable;"
-                        " default: $UMUP_LOGGERS, else none; needs `pip install tensorboard` or `wandb`)")
+    p.add_argument(
+        "--logger",
+        action="append",
+        choices=["tensorboard", "wandb"],
+        default=None,
+        help="also send the metrics to TensorBoard (RUN/tensorboard/) or W&B (repeatable;"
+        " default: $UMUP_LOGGERS, else none; needs `pip install tensorboard` or `wandb`)",
+    )
     p.add_argument("--cell", default=None, help="expected cell id: refuse to train if the config hashes otherwise")
-    p.add_argument("--copy-from", default=None, metavar="DIR",
-                   help="copy a complete run of the same cell from DIR instead of training (cells shared by sweeps)")
-    p.add_argument("--log", default=None, metavar="FILE",
-                   help="also append this run's output to FILE, each attempt headed by its pid and time; never"
-                        " truncated, so a job refused because the cell is in use cannot erase the running job's log")
+    p.add_argument(
+        "--copy-from",
+        default=None,
+        metavar="DIR",
+        help="copy a complete run of the same cell from DIR instead of training (cells shared by sweeps)",
+    )
+    p.add_argument(
+        "--log",
+        default=None,
+        metavar="FILE",
+        help="also append this run's output to FILE, each attempt headed by its pid and time; never"
+        " truncated, so a job refused because the cell is in use cannot erase the running job's log",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
@@ -176,10 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=30, help="timed training steps per run (0: skip the loop comparison)")
     p.add_argument("--warmup-steps", type=int, default=5, help="untimed steps at the start of each run")
     p.add_argument("--rounds", type=int, default=2, help="plain/Lightning runs, alternating")
-    p.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=None,
-                   help="tokens/s and MFU of SP, u-muP and u-muP-FP8 (default: on a GPU only)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="throughput of a torch.compile'd step (default: eager, as training runs)")
+    p.add_argument(
+        "--throughput",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tokens/s and MFU of SP, u-muP and u-muP-FP8 (default: on a GPU only)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="throughput of a torch.compile'd step (default: eager, as training runs)",
+    )
     p.add_argument("--gpu-width", type=int, default=1024, help="model width of the throughput runs")
     p.add_argument("--gpu-depth", type=int, default=8, help="transformer blocks of the throughput runs")
     p.add_argument("--gpu-batch-size", type=int, default=16, help="sequences per batch of the throughput runs")
@@ -187,8 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("bench-data", help="corpus size, loader batches/s vs one training step (builds the token cache)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. data.corpus=wikitext103 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. data.corpus=wikitext103 (repeatable)",
+    )
     p.add_argument("--batches", type=_positive, default=2000, help="loader batches to time")
     p.add_argument("--steps", type=int, default=5, help="training steps to time")
     p.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
@@ -198,10 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=ANALYSES, help="which analysis")
     p.add_argument("--table", required=True, help="main CSV table, e.g. results/tables/NAME.csv")
     p.add_argument("--figure", required=True, help="main figure PDF; the PNG lands next to it")
-    p.add_argument("--slopes-table", default=None,
-                   help="instructive_example, embedding_update: log-log slopes (default: TABLE_slopes.csv)")
+    p.add_argument(
+        "--slopes-table",
+        default=None,
+        help="instructive_example, embedding_update: log-log slopes (default: TABLE_slopes.csv)",
+    )
     p.add_argument("--plateau-table", default=None, help="low_rank: plateau lengths (default: TABLE_plateaus.csv)")
-    p.add_argument("--alignment-table", default=None, help="low_rank: direction overlaps (default: TABLE_alignment.csv)")
+    p.add_argument(
+        "--alignment-table", default=None, help="low_rank: direction overlaps (default: TABLE_alignment.csv)"
+    )
     p.add_argument("--alignment-figure", default=None, help="low_rank: overlap figure (default: FIGURE_alignment.pdf)")
     p.set_defaults(func=_analysis)
 
@@ -209,10 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
     p.add_argument("--sweep", action="append", default=None, help="only this sweep (repeatable)")
     p.add_argument("--list", action="store_true", help="one line per cell: id and the keys that vary")
-    p.add_argument("--utilisation", type=_fraction, default=None,
-                   help="assumed GPU utilisation (default: the preset's)")
-    p.add_argument("--measured", default=None, metavar="SUMMARY",
-                   help="calibrate the utilisation from a measured run (its summary.json or run folder)")
+    p.add_argument(
+        "--utilisation", type=_fraction, default=None, help="assumed GPU utilisation (default: the preset's)"
+    )
+    p.add_argument(
+        "--measured",
+        default=None,
+        metavar="SUMMARY",
+        help="calibrate the utilisation from a measured run (its summary.json or run folder)",
+    )
     p.set_defaults(func=_cells)
 
     p = sub.add_parser("aggregate", help="run folders of a sweep -> results/tables/ (what the DAG calls)")
@@ -220,8 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", default=None, help="sweep to aggregate (repeatable; default: all)")
     p.add_argument("--runs", default="results/runs", help="folder of run folders")
     p.add_argument("--tables", default="results/tables", help="folder the tables go to")
-    p.add_argument("--transfer-summary", default=None, metavar="CSV",
-                   help="instead: write the transfer summary of the sweeps' existing tables to CSV")
+    p.add_argument(
+        "--transfer-summary",
+        default=None,
+        metavar="CSV",
+        help="instead: write the transfer summary of the sweeps' existing tables to CSV",
+    )
     p.add_argument("--search-dir", default="results/search", help="staged searches' stage decisions")
     p.set_defaults(func=_aggregate)
 
@@ -250,17 +303,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="draw one figure (PDF + PNG) from the aggregated tables")
     p.add_argument("name", choices=PLOTTED, metavar="NAME", help="figure name: " + ", ".join(PLOTTED))
     p.add_argument("--tables", default="results/tables", help="folder of <sweep>.csv, metrics/, rms/")
-    p.add_argument("--sweeps", nargs="*", default=None,
-                   help="sweeps to read (space or comma separated; default: the figure's usual ones;"
-                        " coord_check: parametrizations under TABLES/coord_check/)")
+    p.add_argument(
+        "--sweeps",
+        nargs="*",
+        default=None,
+        help="sweeps to read (space or comma separated; default: the figure's usual ones;"
+        " coord_check: parametrizations under TABLES/coord_check/)",
+    )
     p.add_argument("--out", default=None, help="figure PDF (default figures/NAME.pdf); the PNG lands next to it")
     p.add_argument("--data", default=None, help="also write what the figure plots as CSV")
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("claims", help="the replication scorecard: each claim of the paper, measured, with a verdict")
     p.add_argument("--tables", default="results/tables", help="folder of the aggregated tables")
-    p.add_argument("--inputs", nargs="*", default=None,
-                   help="read only these tables (paths; what the Snakemake rule depends on); default: all found")
+    p.add_argument(
+        "--inputs",
+        nargs="*",
+        default=None,
+        help="read only these tables (paths; what the Snakemake rule depends on); default: all found",
+    )
     p.add_argument("--out", default="results/tables/claims.csv", help="the scorecard table (CSV)")
     p.add_argument("--figure", default=None, help="also draw the scorecard figure (PDF; PNG next to it)")
     p.add_argument("--page", default=None, help="also write the scorecard as a markdown page")

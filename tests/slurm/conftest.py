@@ -37,8 +37,7 @@ def slurm_cluster():
         _unavailable("needs root to install and start slurmctld/slurmd")
     if not shutil.which("apt-get") and not shutil.which("slurmctld"):
         _unavailable("no apt-get to install slurm-wlm")
-    proc = subprocess.run(["bash", str(HERE / "setup_cluster.sh")], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(["bash", str(HERE / "setup_cluster.sh")], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         message = f"setup_cluster.sh exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         if os.environ.get("CI") or proc.returncode != 3:
@@ -76,14 +75,16 @@ def cluster_env(slurm_cluster, shim_path):
     through UMUP_SLURM_*, a short status interval, the counting shims first on PATH."""
     folder, _ = shim_path
     env = dict(os.environ)
-    env.update({
-        "PATH": f"{folder}:{env['PATH']}",
-        "UMUP_SLURM_PARTITION": "debug",
-        "UMUP_SLURM_ACCOUNT": "ci_acct",
-        "UMUP_SLURM_QOS": "ci_qos",
-        "UMUP_SLURM_STATUS_INTERVAL": "2",
-        "UMUP_SLURM_SIGNAL_DELAY_S": "20",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    })
+    env.update(
+        {
+            "PATH": f"{folder}:{env['PATH']}",
+            "UMUP_SLURM_PARTITION": "debug",
+            "UMUP_SLURM_ACCOUNT": "ci_acct",
+            "UMUP_SLURM_QOS": "ci_qos",
+            "UMUP_SLURM_STATUS_INTERVAL": "2",
+            "UMUP_SLURM_SIGNAL_DELAY_S": "20",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+    )
     return env

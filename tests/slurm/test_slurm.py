@@ -13,21 +13,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from umup_repro.sweeps import budget
-from umup_repro.sweeps import grid
-from umup_repro.slurm import submit as slurm
 from workflow_run import executed_jobs, workflow_copy
 from workflow_run import snakemake as run_workflow
+
+from umup_repro.slurm import submit as slurm
+from umup_repro.sweeps import budget, grid
 
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = Path(__file__).resolve().parent / "workflow" / "Snakefile"
 PROFILE = ROOT / "slurm"
-TINY = {"model": {"width": 32, "depth": 1, "seq_len": 32, "head_dim": 16},
-        "train": {"steps": 20, "batch_size": 4}, "log": {"rms_every": 10, "val_every": 10},
-        "data": {"val_batches": 2}}
+TINY = {
+    "model": {"width": 32, "depth": 1, "seq_len": 32, "head_dim": 16},
+    "train": {"steps": 20, "batch_size": 4},
+    "log": {"rms_every": 10, "val_every": 10},
+    "data": {"val_batches": 2},
+}
 
 
 def cell(sweep, lr=None, steps=None, resources=None, **overrides):
@@ -44,8 +46,7 @@ def cell(sweep, lr=None, steps=None, resources=None, **overrides):
 def snakemake(workdir, cells, env, *args, timeout=300, background=False):
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "cells.yaml").write_text(yaml.safe_dump({"cells": cells}))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--configfile", "cells.yaml",
-           *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--configfile", "cells.yaml", *args]
     out = open(workdir / "snakemake.out", "w")
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     if background:
@@ -72,35 +73,57 @@ def sacct(*fields, jobs=None):
 
 
 def test_sbatch_script_renders_gpu_cpu_memory_time_partition_account_qos(slurm_cluster, tmp_path):
-    resources = {"runtime": 37, "mem_mb": 12000, "gpus": 1, "cpus_per_task": 8,
-                 "slurm_partition": "gpu", "slurm_account": "ci_acct", "slurm_qos": "ci_qos",
-                 "slurm_constraint": "h100"}
-    params = slurm.submitit_parameters(resources, job_name="0123456789ab", signal_delay_s=90,
-                                       environ={})
+    resources = {
+        "runtime": 37,
+        "mem_mb": 12000,
+        "gpus": 1,
+        "cpus_per_task": 8,
+        "slurm_partition": "gpu",
+        "slurm_account": "ci_acct",
+        "slurm_qos": "ci_qos",
+        "slurm_constraint": "h100",
+    }
+    params = slurm.submitit_parameters(resources, job_name="0123456789ab", signal_delay_s=90, environ={})
     script = slurm.sbatch_script(params, tmp_path / "0123456789ab")
     lines = set(script.splitlines())
-    for expected in ("#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=12000M",
-                     "#SBATCH --time=37", "#SBATCH --partition=gpu", "#SBATCH --account=ci_acct",
-                     "#SBATCH --qos=ci_qos", "#SBATCH --constraint=h100",
-                     "#SBATCH --job-name=0123456789ab", "#SBATCH --signal=USR2@90",
-                     "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1"):
+    for expected in (
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=12000M",
+        "#SBATCH --time=37",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=ci_acct",
+        "#SBATCH --qos=ci_qos",
+        "#SBATCH --constraint=h100",
+        "#SBATCH --job-name=0123456789ab",
+        "#SBATCH --signal=USR2@90",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=1",
+    ):
         assert expected in lines, (expected, script)
     assert f"#SBATCH --output={tmp_path}/0123456789ab/%j_0_log.out" in lines
     # defaults: the job's resource, then $UMUP_SLURM_*, then the plugin settings; none: no line
     env = {"UMUP_SLURM_PARTITION": "debug", "UMUP_SLURM_QOS": "ci_qos"}
-    params = slurm.submitit_parameters({"runtime": 3, "gpus": 0}, job_name="x", environ=env,
-                                       defaults={"account": "ci_acct", "partition": "other"})
+    params = slurm.submitit_parameters(
+        {"runtime": 3, "gpus": 0}, job_name="x", environ=env, defaults={"account": "ci_acct", "partition": "other"}
+    )
     script = slurm.sbatch_script(params, tmp_path / "x")
     assert "#SBATCH --partition=debug" in script and "#SBATCH --qos=ci_qos" in script
     assert "#SBATCH --account=ci_acct" in script
     assert not any(line.startswith(("#SBATCH --gpus", "#SBATCH --gres")) for line in script.splitlines())
     assert "--constraint" not in script
     # and sbatch accepts such a script on the cluster (fake GRES gpu:1 on partition gpu)
-    params = slurm.submitit_parameters({**resources, "slurm_constraint": None, "runtime": 2,
-                                        "cpus_per_task": 1, "mem_mb": 500}, job_name="gpujob",
-                                       environ={})
-    job = slurm.submit("nvidia-smi -L 2>/dev/null; echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES",
-                       tmp_path / "gpujob", params, label="gpujob")
+    params = slurm.submitit_parameters(
+        {**resources, "slurm_constraint": None, "runtime": 2, "cpus_per_task": 1, "mem_mb": 500},
+        job_name="gpujob",
+        environ={},
+    )
+    job = slurm.submit(
+        "nvidia-smi -L 2>/dev/null; echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES",
+        tmp_path / "gpujob",
+        params,
+        label="gpujob",
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         slurm.update_states()
@@ -110,14 +133,12 @@ def test_sbatch_script_renders_gpu_cpu_memory_time_partition_account_qos(slurm_c
     assert slurm.job_state(job.job_id) == "COMPLETED", slurm.tail(slurm.log_path(job))
     [(tres,)] = sacct("AllocTRES", jobs=[job.job_id])
     assert "gres/gpu=1" in tres, tres
-    shown = subprocess.run(["scontrol", "show", "job", str(job.job_id)], capture_output=True,
-                           text=True).stdout
+    shown = subprocess.run(["scontrol", "show", "job", str(job.job_id)], capture_output=True, text=True).stdout
     assert "Partition=gpu" in shown and "Account=ci_acct" in shown and "QOS=ci_qos" in shown, shown
     assert "CUDA_VISIBLE_DEVICES=0" in slurm.log_path(job).read_text()
 
 
-def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(
-        cluster_env, shim_path, tmp_path):
+def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(cluster_env, shim_path, tmp_path):
     cells = {
         "a1": cell("s", lr=0.5),
         "a2": cell("s", lr=2.0),
@@ -129,8 +150,9 @@ def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(
     t0 = time.time()
     # three cells packed into two SLURM jobs (groups of at most 2; cells in one group must agree
     # on string resources such as slurm_partition, or Snakemake refuses the group)
-    code, out = on_cluster(tmp_path / "cluster", cells, cluster_env,
-                           "--groups", "train_cell=cells", "--group-components", "cells=2")
+    code, out = on_cluster(
+        tmp_path / "cluster", cells, cluster_env, "--groups", "train_cell=cells", "--group-components", "cells=2"
+    )
     elapsed = time.time() - t0
     assert code == 0, out
     for sweep in ("s", "t"):
@@ -140,8 +162,10 @@ def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(
     for cid, c in cells.items():
         run = f"results/runs/{c['sweep']}/{cid}"
         for name in ("metrics.csv", "rms.csv"):
-            assert ((tmp_path / "cluster" / run / name).read_bytes()
-                    == (tmp_path / "local" / run / name).read_bytes()), (cid, name)
+            assert (tmp_path / "cluster" / run / name).read_bytes() == (tmp_path / "local" / run / name).read_bytes(), (
+                cid,
+                name,
+            )
     logs = tmp_path / "cluster" / "results" / "logs"
     slurm_logs = sorted(p.name for p in (logs / "slurm").iterdir())
     assert len(slurm_logs) == 2 and any(p.startswith("group-cells-") for p in slurm_logs), slurm_logs
@@ -159,8 +183,7 @@ def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(
     (tmp_path / "scheduler_calls.json").write_text(json.dumps(counts))
 
 
-def test_failing_cell_is_retried_then_reported_with_log_tail_while_others_finish(
-        cluster_env, shim_path, tmp_path):
+def test_failing_cell_is_retried_then_reported_with_log_tail_while_others_finish(cluster_env, shim_path, tmp_path):
     cells = {
         "good": cell("s"),
         "bad": cell("s", data={"corpus": "text_files", "files": ["/nonexistent/corpus.txt"]}),
@@ -181,22 +204,27 @@ def test_failing_cell_is_retried_then_reported_with_log_tail_while_others_finish
     assert "/nonexistent/corpus.txt is not a file" in train_log
     assert "Last 15 lines of the rule's log results/logs/train/s/bad.log" in out
     assert out.count("/nonexistent/corpus.txt is not a file") >= 3  # each attempt's report
-    print(f"\n[slurm] bad cell submitted {len(bad_logs)} times; report:\n"
-          + out[out.index("ended FAILED") - 60:][:600])
+    print(
+        f"\n[slurm] bad cell submitted {len(bad_logs)} times; report:\n" + out[out.index("ended FAILED") - 60 :][:600]
+    )
 
 
-def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(
-        cluster_env, tmp_path):
-    long = cell("s", steps=1500, train={"checkpoint_every": 25},
-                log={"rms_every": 500, "val_every": 500})
+def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(cluster_env, tmp_path):
+    long = cell("s", steps=1500, train={"checkpoint_every": 25}, log={"rms_every": 500, "val_every": 500})
     cells = {"long": long}
     # the uninterrupted reference, locally with the same thread count
     ref = tmp_path / "ref"
     ref.mkdir()
     (ref / "config.yaml").write_text(yaml.safe_dump(long["config"]))
     env = {k: v for k, v in cluster_env.items() if not k.startswith("UMUP_SLURM")}
-    subprocess.run(["umup-repro", "train", "config.yaml", "--out", "run", "--progress", "none"],
-                   cwd=ref, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        ["umup-repro", "train", "config.yaml", "--out", "run", "--progress", "none"],
+        cwd=ref,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
     work = tmp_path / "cluster"
     proc = on_cluster(work, cells, cluster_env, background=True)
@@ -236,8 +264,10 @@ def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(
     assert summary["final_val_loss"] == reference["final_val_loss"]
     assert (run / "metrics.csv").read_bytes() == (ref / "run" / "metrics.csv").read_bytes()
     assert (run / "rms.csv").read_bytes() == (ref / "run" / "rms.csv").read_bytes()
-    print(f"\n[slurm] SLURM job {job_id}: {stopped[0].strip()}; requeued, resumed, final train loss"
-          f" {summary['final_train_loss']} == {reference['final_train_loss']} (uninterrupted)")
+    print(
+        f"\n[slurm] SLURM job {job_id}: {stopped[0].strip()}; requeued, resumed, final train loss"
+        f" {summary['final_train_loss']} == {reference['final_train_loss']} (uninterrupted)"
+    )
 
 
 # table columns that say how fast and where a run went, not what it computed
@@ -256,8 +286,7 @@ def test_smoke_figure_with_profile_slurm_matches_the_local_run(smoke_local, clus
     root = workflow_copy(tmp_path / "wf")
     targets = ["figures/search_strategies.pdf"]
     started = time.time()
-    proc = run_workflow(root, "--profile", "slurm", *targets, "--config", "preset=smoke", env=cluster_env,
-                        timeout=900)
+    proc = run_workflow(root, "--profile", "slurm", *targets, "--config", "preset=smoke", env=cluster_env, timeout=900)
     elapsed = time.time() - started
     out = proc.stdout + proc.stderr
     local = smoke_local["root"]
@@ -267,14 +296,15 @@ def test_smoke_figure_with_profile_slurm_matches_the_local_run(smoke_local, clus
         return sorted(p.relative_to(base) for p in (base / "results" / "tables").rglob("*.csv"))
 
     made = csvs(root)
-    expected = {Path("results/tables") / rel for rel in ("search_random.csv", "search_staged.csv",
-                                                          "figures/search_strategies.csv")}
+    expected = {
+        Path("results/tables") / rel
+        for rel in ("search_random.csv", "search_staged.csv", "figures/search_strategies.csv")
+    }
     assert expected <= set(made) and set(made) <= set(csvs(local)), made
     for rel in made:
         want, got = pd.read_csv(local / rel), pd.read_csv(root / rel)
         drop = [c for c in TIMING_COLUMNS if c in want.columns]
-        pd.testing.assert_frame_equal(got.drop(columns=drop), want.drop(columns=drop), check_exact=True,
-                                      obj=str(rel))
+        pd.testing.assert_frame_equal(got.drop(columns=drop), want.drop(columns=drop), check_exact=True, obj=str(rel))
     figures = sorted(p.name for p in (root / "figures").iterdir())
     assert figures == ["search_strategies.pdf", "search_strategies.png"]
     assert all((root / "figures" / name).stat().st_size > 5_000 for name in figures)
@@ -300,10 +330,12 @@ def test_smoke_figure_with_profile_slurm_matches_the_local_run(smoke_local, clus
     logged = logged()
     calls = {name: sum(1 for c in logged if c[0] == name) for name in ("sbatch", "sacct", "squeue")}
     jobs_per_sacct = [c[1].count("-j ") for c in logged if c[0] == "sacct"]
-    print(f"\n[slurm] smoke search figure with --profile slurm: {elapsed:.0f} s (local {smoke_local['seconds']:.0f} s),"
-          f" {remote} SLURM jobs; scheduler calls {calls}; jobs per sacct call: max"
-          f" {max(jobs_per_sacct)}, mean {sum(jobs_per_sacct) / len(jobs_per_sacct):.1f}"
-          f" (one query per job per poll would have been {sum(jobs_per_sacct)} sacct calls)")
+    print(
+        f"\n[slurm] smoke search figure with --profile slurm: {elapsed:.0f} s (local {smoke_local['seconds']:.0f} s),"
+        f" {remote} SLURM jobs; scheduler calls {calls}; jobs per sacct call: max"
+        f" {max(jobs_per_sacct)}, mean {sum(jobs_per_sacct) / len(jobs_per_sacct):.1f}"
+        f" (one query per job per poll would have been {sum(jobs_per_sacct)} sacct calls)"
+    )
     assert calls["sbatch"] == remote and calls["squeue"] == 0
     assert calls["sacct"] <= elapsed / 2 + 5  # UMUP_SLURM_STATUS_INTERVAL=2 s
     # each query covered many jobs in flight; polling per job would have cost sum(jobs_per_sacct)
@@ -317,16 +349,25 @@ def test_cell_resources_gpus_and_flops_scaled_time_limits_reach_sbatch(cluster_e
     root = workflow_copy(tmp_path / "wf")
     preset = yaml.safe_load((root / "config" / "presets" / "smoke.yaml").read_text())
     # a very slow "GPU" (10 MFLOP/s) so that the FLOPs, not the floor, set the time limit
-    preset["compute"] = {"gpu_peak_flops": 1e7, "utilisation": 1.0, "min_runtime_min": 1,
-                         "runtime_safety": 1.0}
+    preset["compute"] = {"gpu_peak_flops": 1e7, "utilisation": 1.0, "min_runtime_min": 1, "runtime_safety": 1.0}
     preset["sweeps"]["gpu_probe"] = {
         "resources": {"gpus": 1, "mem_mb": 1500},
-        "blocks": [{"set": {"parametrization": "umup", "model.width": 48}, "grid": {"train.steps": [10, 30]}},
-                   {"set": {"parametrization": "umup", "train.lr": 0.5}}],  # = a cell of lr_width
+        "blocks": [
+            {"set": {"parametrization": "umup", "model.width": 48}, "grid": {"train.steps": [10, 30]}},
+            {"set": {"parametrization": "umup", "train.lr": 0.5}},
+        ],  # = a cell of lr_width
     }
     (root / "config" / "presets" / "smoke_gpu.yaml").write_text(yaml.safe_dump(preset))
-    run_workflow(root, "--profile", "slurm", "results/tables/gpu_probe.csv", "--config", "preset=smoke_gpu",
-                 env=cluster_env, timeout=600)
+    run_workflow(
+        root,
+        "--profile",
+        "slurm",
+        "results/tables/gpu_probe.csv",
+        "--config",
+        "preset=smoke_gpu",
+        env=cluster_env,
+        timeout=600,
+    )
 
     expanded = grid.expand_preset(preset)
     trained_elsewhere = {c.id for s, cells in expanded.items() if s != "gpu_probe" for c in cells}
@@ -336,20 +377,30 @@ def test_cell_resources_gpus_and_flops_scaled_time_limits_reach_sbatch(cluster_e
     limits = {}
     for c in probe:
         # by job id as a number: "1002_submission.sh" sorts before "998_submission.sh" as text
-        scripts = sorted((root / "results" / "logs" / "slurm" / c.id).glob("*_submission.sh"),
-                         key=lambda p: int(p.name.split("_")[0]))
+        scripts = sorted(
+            (root / "results" / "logs" / "slurm" / c.id).glob("*_submission.sh"),
+            key=lambda p: int(p.name.split("_")[0]),
+        )
         script = scripts[-1]  # the copied cell: its training job (lr_width), then its copy job
         lines = set(script.read_text().splitlines())
         if c in copied:
             expected = ["#SBATCH --time=5", "#SBATCH --mem=1000M", "#SBATCH --cpus-per-task=1"]
-            assert not any(line.startswith(("#SBATCH --gpus", "#SBATCH --gres")) for line in lines), \
-                script.read_text()
+            assert not any(line.startswith(("#SBATCH --gpus", "#SBATCH --gres")) for line in lines), script.read_text()
         else:
             limits[c.config.train.steps] = budget.runtime_minutes(c, preset["compute"])
-            expected = ["#SBATCH --gpus-per-node=1", "#SBATCH --mem=1500M", "#SBATCH --cpus-per-task=1",
-                        f"#SBATCH --time={limits[c.config.train.steps]}"]
-        expected += ["#SBATCH --partition=debug", "#SBATCH --account=ci_acct", "#SBATCH --qos=ci_qos",
-                     f"#SBATCH --job-name={c.id}", "#SBATCH --signal=USR2@20"]
+            expected = [
+                "#SBATCH --gpus-per-node=1",
+                "#SBATCH --mem=1500M",
+                "#SBATCH --cpus-per-task=1",
+                f"#SBATCH --time={limits[c.config.train.steps]}",
+            ]
+        expected += [
+            "#SBATCH --partition=debug",
+            "#SBATCH --account=ci_acct",
+            "#SBATCH --qos=ci_qos",
+            f"#SBATCH --job-name={c.id}",
+            "#SBATCH --signal=USR2@20",
+        ]
         for line in expected:
             assert line in lines, (c.id, line, script.read_text())
         job_id = script.name.split("_")[0]
@@ -365,8 +416,9 @@ def test_failing_sacct_falls_back_to_the_controller_within_bounded_time(cluster_
     driver asks squeue/scontrol, says so naming sacct, and the workflow finishes; it never hangs."""
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Problem talking to the database:"
-                                  " Connection refused' >&2\nexit 1\n")
+    (broken / "sacct").write_text(
+        "#!/bin/sh\necho 'sacct: error: Problem talking to the database: Connection refused' >&2\nexit 1\n"
+    )
     (broken / "sacct").chmod(0o755)
     env = {**cluster_env, "PATH": f"{broken}:{cluster_env['PATH']}", "UMUP_SLURM_STATUS_RETRIES": "3"}
     started = time.monotonic()
@@ -388,8 +440,16 @@ def test_failing_sacct_without_fallback_fails_the_job_naming_sacct(cluster_env, 
     (broken / "sacct").chmod(0o755)
     env = {**cluster_env, "PATH": f"{broken}:{cluster_env['PATH']}", "UMUP_SLURM_STATUS_RETRIES": "2"}
     started = time.monotonic()
-    code, out = on_cluster(tmp_path / "wf", {"one": cell("s", steps=5)}, env, "--retries", "0",
-                           "--submitit-status-fallback", "fail", timeout=300)
+    code, out = on_cluster(
+        tmp_path / "wf",
+        {"one": cell("s", steps=5)},
+        env,
+        "--retries",
+        "0",
+        "--submitit-status-fallback",
+        "fail",
+        timeout=300,
+    )
     elapsed = time.monotonic() - started
     assert code != 0
     assert "sacct failed 2 times in a row" in out and "slurmdbd down" in out

@@ -8,7 +8,6 @@ import time
 
 import pytest
 import yaml
-
 from test_slurm import cell, on_cluster, sacct
 
 pytestmark = pytest.mark.slurm
@@ -16,15 +15,26 @@ pytestmark = pytest.mark.slurm
 
 @pytest.mark.long  # ≈ 1 min; tests/test_distributed.py kills and resumes 2-process runs on every CI run
 def test_two_task_cell_is_requeued_and_resumes_to_the_uninterrupted_result(cluster_env, tmp_path):
-    two = cell("d", steps=200, train={"checkpoint_every": 20, "batch_size": 4},
-               log={"rms_every": 100, "val_every": 100}, distributed={"devices": 2},
-               resources={"cpus_per_task": 1})
+    two = cell(
+        "d",
+        steps=200,
+        train={"checkpoint_every": 20, "batch_size": 4},
+        log={"rms_every": 100, "val_every": 100},
+        distributed={"devices": 2},
+        resources={"cpus_per_task": 1},
+    )
     ref = tmp_path / "ref"
     ref.mkdir()
     (ref / "config.yaml").write_text(yaml.safe_dump(two["config"]))
     env = {k: v for k, v in cluster_env.items() if not k.startswith(("UMUP_SLURM", "SLURM_"))}
-    subprocess.run(["umup-repro", "train", "config.yaml", "--out", "run", "--progress", "none"],
-                   cwd=ref, env=env, check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        ["umup-repro", "train", "config.yaml", "--out", "run", "--progress", "none"],
+        cwd=ref,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
 
     work = tmp_path / "cluster"
     proc = on_cluster(work, {"two": two}, cluster_env, background=True)

@@ -22,5 +22,6 @@ def reject_options(args, names: tuple[str, ...], analysis: str) -> None:
     """Refuse CLI options that belong to another analysis instead of silently ignoring them."""
     for name in names:
         if getattr(args, name, None) is not None:
-            raise SystemExit(f"umup-repro analysis {analysis}: --{name.replace('_', '-')} "
-                             "does not apply to this analysis")
+            raise SystemExit(
+                f"umup-repro analysis {analysis}: --{name.replace('_', '-')} does not apply to this analysis"
+            )

@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from umup_repro.results.tables import width_slopes
-from umup_repro.core.atomic import write_table
-from umup_repro.figures.style import save_figure
 from umup_repro.core import parametrizations
+from umup_repro.core.atomic import write_table
 from umup_repro.core.config import resolve_config
+from umup_repro.figures.style import save_figure
 from umup_repro.model.decoder import build_model
 from umup_repro.model.optim import build_optimizer
 from umup_repro.model.rms import grad_rms, record_activations, rms
+from umup_repro.results.tables import width_slopes
 
 # The check's constant LR per parametrization is its catalog entry's `coord_check_lr`
 # (umup_repro/core/parametrizations.py, with the reasons for each value).
@@ -55,8 +55,14 @@ def run_coord_check(
         config = resolve_config(
             base or {},
             parametrization=parametrization,
-            **{"model.width": width, "model.depth": depth, "model.seq_len": seq_len,
-               "train.lr": lr, "train.batch_size": batch_size, "train.seed": seed},
+            **{
+                "model.width": width,
+                "model.depth": depth,
+                "model.seq_len": seq_len,
+                "train.lr": lr,
+                "train.batch_size": batch_size,
+                "train.seed": seed,
+            },
         )
         tokens = data.token_arrays(config)["train"]
         batch = data.train_batch(tokens, seed=seed, step=0, batch_size=batch_size, seq_len=seq_len)
@@ -65,9 +71,17 @@ def run_coord_check(
         optimizer = build_optimizer(model, config)
         initial = None
 
-        def add(step, tensor, kind, value):
-            rows.append({"parametrization": parametrization, "width": width, "step": step,
-                         "tensor": tensor, "kind": kind, "rms": value})
+        def add(step, tensor, kind, value, width=width):
+            rows.append(
+                {
+                    "parametrization": parametrization,
+                    "width": width,
+                    "step": step,
+                    "tensor": tensor,
+                    "kind": kind,
+                    "rms": value,
+                }
+            )
 
         for step in range(steps + 1):
             optimizer.zero_grad(set_to_none=True)
@@ -103,8 +117,18 @@ def plot_coord_check(table: pd.DataFrame, path: Path) -> None:
     acts = table[table["kind"] == "activation"].copy()
     acts["type"] = acts["tensor"].map(tensor_type)
     grid = sns.relplot(
-        data=acts, x="width", y="rms", hue="type", units="tensor", estimator=None, col="step",
-        kind="line", marker="o", height=3.0, aspect=0.9, facet_kws={"sharey": True},
+        data=acts,
+        x="width",
+        y="rms",
+        hue="type",
+        units="tensor",
+        estimator=None,
+        col="step",
+        kind="line",
+        marker="o",
+        height=3.0,
+        aspect=0.9,
+        facet_kws={"sharey": True},
     )
     grid.set(yscale="log")
     for ax in grid.axes.flat:
@@ -120,8 +144,16 @@ def plot_coord_check(table: pd.DataFrame, path: Path) -> None:
 
 def main(args: argparse.Namespace) -> int:
     widths = [int(w) for w in str(args.widths).split(",") if w]
-    table = run_coord_check(args.parametrization, widths, depth=args.depth, steps=args.steps, lr=args.lr,
-                            batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed)
+    table = run_coord_check(
+        args.parametrization,
+        widths,
+        depth=args.depth,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        seed=args.seed,
+    )
     out = Path(args.out)
     write_table(table, out / "coord_check.csv")
     slopes = width_slopes(table)
@@ -130,9 +162,11 @@ def main(args: argparse.Namespace) -> int:
     last = slopes[slopes["step"] == args.steps]
     worst = last.loc[last["slope"].abs().idxmax()]
     logits = last[last["tensor"] == "readout"]["slope"].iloc[0]
-    print(f"{args.parametrization}: widths {widths}, step {args.steps}: logits slope {logits:+.3f}, "
-          f"largest |slope| {worst['slope']:+.3f} ({worst['tensor']}); wrote {out}/coord_check.csv, "
-          f"coord_check.pdf/png, coord_check_slopes.csv")
+    print(
+        f"{args.parametrization}: widths {widths}, step {args.steps}: logits slope {logits:+.3f}, "
+        f"largest |slope| {worst['slope']:+.3f} ({worst['tensor']}); wrote {out}/coord_check.csv, "
+        f"coord_check.pdf/png, coord_check_slopes.csv"
+    )
     return 0
 
 

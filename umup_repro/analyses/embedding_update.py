@@ -40,8 +40,13 @@ WEIGHT_LR = {"full_alignment": -1.0, "no_alignment": -0.5}  # η_W = d^exponent
 EMBEDDING_LR = {"mup": 0.0, "umup": -0.5}  # η_e = d^exponent
 PAIRS = 8  # independent (e, g) pairs per draw of W
 TERMS = ("We", "t2", "t3", "t4", "x_new")
-TERM_LABELS = {"We": "W e", "t2": "t2 = W Wᵀ g η_e", "t3": "t3 = g eᵀ η_W e",
-               "t4": "t4 = g eᵀ η_W Wᵀ g η_e", "x_new": "x' (output after the update)"}
+TERM_LABELS = {
+    "We": "W e",
+    "t2": "t2 = W Wᵀ g η_e",
+    "t3": "t3 = g eᵀ η_W e",
+    "t4": "t4 = g eᵀ η_W Wᵀ g η_e",
+    "x_new": "x' (output after the update)",
+}
 
 
 def draws_for(d: int, min_draws: int = 2, max_draws: int = 32) -> int:
@@ -53,8 +58,7 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=0))
 
 
-def draw(d: int, rng: np.random.Generator, pairs: int | None = None,
-         out: np.ndarray | None = None):
+def draw(d: int, rng: np.random.Generator, pairs: int | None = None, out: np.ndarray | None = None):
     """(e, W, g): W with entries N(0,1)/√d, e and g of exactly unit RMS (float64).
 
     With `pairs` = K, e and g are (d, K) and (d+1, K): K independent (e, g) pairs that share W
@@ -74,8 +78,9 @@ def draw(d: int, rng: np.random.Generator, pairs: int | None = None,
     return e, W, g
 
 
-def update_terms(e: np.ndarray, W: np.ndarray, g: np.ndarray, eta_e: float, eta_w: float,
-                 cache: dict | None = None) -> dict[str, np.ndarray]:
+def update_terms(
+    e: np.ndarray, W: np.ndarray, g: np.ndarray, eta_e: float, eta_w: float, cache: dict | None = None
+) -> dict[str, np.ndarray]:
     """The decomposition's terms for one (e, W, g) and one pair of LRs.
 
     e (d,) and g (d+1,), or (d, K) and (d+1, K) for K pairs handled column by column. Returns
@@ -95,8 +100,14 @@ def update_terms(e: np.ndarray, W: np.ndarray, g: np.ndarray, eta_e: float, eta_
     std = np.std(e_sum, axis=0)
     e_new = e_sum / std
     x_new = W @ e_new + g * (eta_w * np.sum(e * e_new, axis=0))  # (W + g eᵀ η_W) e'
-    return {"We": c["We"], "t2": c["WWtg"] * eta_e, "t3": g * (c["ee"] * eta_w),
-            "t4": g * (c["eWtg"] * (eta_w * eta_e)), "std": std, "x_new": x_new}
+    return {
+        "We": c["We"],
+        "t2": c["WWtg"] * eta_e,
+        "t3": g * (c["ee"] * eta_w),
+        "t4": g * (c["eWtg"] * (eta_w * eta_e)),
+        "std": std,
+        "x_new": x_new,
+    }
 
 
 def _rms(x: np.ndarray) -> np.ndarray:
@@ -104,8 +115,7 @@ def _rms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(x * x, axis=0))
 
 
-def compute(dims=DIMS, pairs: int = PAIRS, min_draws: int = 2, max_draws: int = 32,
-            seed: int = 0) -> pd.DataFrame:
+def compute(dims=DIMS, pairs: int = PAIRS, min_draws: int = 2, max_draws: int = 32, seed: int = 0) -> pd.DataFrame:
     """Long table: weight_lr, embedding_lr, d, term, rms (mean over samples), IQR, samples.
 
     Samples at width d: draws_for(d) independent W, each with `pairs` independent (e, g).
@@ -118,17 +128,17 @@ def compute(dims=DIMS, pairs: int = PAIRS, min_draws: int = 2, max_draws: int = 
             cache: dict = {}
             for wname, wexp in WEIGHT_LR.items():
                 for ename, eexp in EMBEDDING_LR.items():
-                    t = update_terms(e, W, g, eta_e=float(d) ** eexp, eta_w=float(d) ** wexp,
-                                     cache=cache)
+                    t = update_terms(e, W, g, eta_e=float(d) ** eexp, eta_w=float(d) ** wexp, cache=cache)
                     for term in TERMS:
                         for k, r in enumerate(_rms(t[term])):
                             records.append((wname, ename, d, term, s * pairs + k, r))
-    raw = pd.DataFrame(records,
-                       columns=["weight_lr", "embedding_lr", "d", "term", "sample", "rms"])
+    raw = pd.DataFrame(records, columns=["weight_lr", "embedding_lr", "d", "term", "sample", "rms"])
     keys = ["weight_lr", "embedding_lr", "d", "term"]
-    table = raw.groupby(keys, sort=False)["rms"].agg(
-        rms="mean", rms_q25=lambda x: x.quantile(0.25), rms_q75=lambda x: x.quantile(0.75),
-        samples="size").reset_index()
+    table = (
+        raw.groupby(keys, sort=False)["rms"]
+        .agg(rms="mean", rms_q25=lambda x: x.quantile(0.25), rms_q75=lambda x: x.quantile(0.75), samples="size")
+        .reset_index()
+    )
     return table
 
 
@@ -146,15 +156,21 @@ def slopes(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (w, e, term), g in table.groupby(["weight_lr", "embedding_lr", "term"], sort=False):
         g = g.sort_values("d")
-        rows.append({"weight_lr": w, "embedding_lr": e, "term": term,
-                     "slope": loglog_slope(g["d"], g["rms"]),
-                     "predicted_slope": predicted_slope(w, e, term),
-                     "rms_at_min_d": g["rms"].iloc[0], "rms_at_max_d": g["rms"].iloc[-1]})
+        rows.append(
+            {
+                "weight_lr": w,
+                "embedding_lr": e,
+                "term": term,
+                "slope": loglog_slope(g["d"], g["rms"]),
+                "predicted_slope": predicted_slope(w, e, term),
+                "rms_at_min_d": g["rms"].iloc[0],
+                "rms_at_max_d": g["rms"].iloc[-1],
+            }
+        )
     return pd.DataFrame(rows)
 
 
-_W_TITLE = {"full_alignment": "η_W = 1/d (full alignment)",
-            "no_alignment": "η_W = 1/√d (no alignment)"}
+_W_TITLE = {"full_alignment": "η_W = 1/d (full alignment)", "no_alignment": "η_W = 1/√d (no alignment)"}
 _E_TITLE = {"mup": "η_e = 1 (μP)", "umup": "η_e = 1/√d (u-μP)"}
 _COLORS = {"We": "0.6", "t2": "C0", "t3": "C1", "t4": "C2", "x_new": "C3"}
 
@@ -168,18 +184,23 @@ def plot(table: pd.DataFrame, figure_path: str | os.PathLike, slope_table=None):
         for j, e in enumerate(EMBEDDING_LR):
             ax = axes[i, j]
             for term in TERMS:
-                g = table[(table.weight_lr == w) & (table.embedding_lr == e)
-                          & (table.term == term)].sort_values("d")
+                g = table[(table.weight_lr == w) & (table.embedding_lr == e) & (table.term == term)].sort_values("d")
                 if g.empty:
                     continue
-                s = slope_table[(slope_table.weight_lr == w) & (slope_table.embedding_lr == e)
-                                & (slope_table.term == term)]["slope"].iloc[0]
-                ax.plot(g["d"], g["rms"], marker="o", ms=3, color=_COLORS[term],
-                        lw=2.2 if term == "x_new" else 1.2,
-                        ls="--" if term == "We" else "-",
-                        label=f"{TERM_LABELS[term]}: slope {s:+.2f}")
-                ax.fill_between(g["d"], g["rms_q25"], g["rms_q75"], color=_COLORS[term],
-                                alpha=0.15, lw=0)
+                s = slope_table[
+                    (slope_table.weight_lr == w) & (slope_table.embedding_lr == e) & (slope_table.term == term)
+                ]["slope"].iloc[0]
+                ax.plot(
+                    g["d"],
+                    g["rms"],
+                    marker="o",
+                    ms=3,
+                    color=_COLORS[term],
+                    lw=2.2 if term == "x_new" else 1.2,
+                    ls="--" if term == "We" else "-",
+                    label=f"{TERM_LABELS[term]}: slope {s:+.2f}",
+                )
+                ax.fill_between(g["d"], g["rms_q25"], g["rms_q75"], color=_COLORS[term], alpha=0.15, lw=0)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log", base=2)
             ax.set_title(f"{_W_TITLE[w]}, {_E_TITLE[e]}", fontsize=9)
@@ -188,8 +209,10 @@ def plot(table: pd.DataFrame, figure_path: str | os.PathLike, slope_table=None):
                 ax.set_xlabel("width d")
             if j == 0:
                 ax.set_ylabel("RMS (mean over samples, IQR band)")
-    fig.suptitle("Embedding update followed by a matmul: "
-                 "x'·std = W e + t2 + t3 + t4 (log-log slopes in the legends)", fontsize=10)
+    fig.suptitle(
+        "Embedding update followed by a matmul: x'·std = W e + t2 + t3 + t4 (log-log slopes in the legends)",
+        fontsize=10,
+    )
     return save_figure(fig, figure_path)
 
 
@@ -206,6 +229,5 @@ def run(table_path, figure_path, slopes_table_path=None, dims=DIMS, pairs: int =
 def main(args: argparse.Namespace) -> int:
     """`umup-repro analysis embedding_update`: the table, the slope table and the figure."""
     reject_options(args, ("plateau_table", "alignment_table", "alignment_figure"), "embedding_update")
-    run(args.table, args.figure,
-        slopes_table_path=args.slopes_table or sibling(args.table, "_slopes"))
+    run(args.table, args.figure, slopes_table_path=args.slopes_table or sibling(args.table, "_slopes"))
     return 0

@@ -62,9 +62,16 @@ def _init_normals(n: int, seeds: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return init.standard_normal((seeds, n)), init.standard_normal((seeds, n))
 
 
-def simulate(parametrization: str, variant: str, n: int, seeds: int = SEEDS,
-             updates: int = 2, theta: float = 1.0, seed: int = 0,
-             normals: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def simulate(
+    parametrization: str,
+    variant: str,
+    n: int,
+    seeds: int = SEEDS,
+    updates: int = 2,
+    theta: float = 1.0,
+    seed: int = 0,
+    normals: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """f after 0…`updates` updates, shape (updates + 1, seeds); float64, seeds vectorised.
 
     The init draws depend only on (seed, n) (`normals` passes them in to save drawing them
@@ -92,26 +99,37 @@ def simulate(parametrization: str, variant: str, n: int, seeds: int = SEEDS,
     return np.stack(fs)
 
 
-def compute(widths=WIDTHS, seeds: int = SEEDS, parametrizations=("sp", "mup"),
-            variants=VARIANTS, seed: int = 0) -> pd.DataFrame:
+def compute(
+    widths=WIDTHS, seeds: int = SEEDS, parametrizations=("sp", "mup"), variants=VARIANTS, seed: int = 0
+) -> pd.DataFrame:
     """Long table: parametrization, variant, updates, width, abs_f (mean |f| over seeds), …"""
     rows = []
     for n in widths:
         normals = _init_normals(n, seeds, seed)
         for parametrization in parametrizations:
             for variant in variants:
-                f = simulate(parametrization, variant, n, seeds=seeds, updates=max(UPDATES),
-                             seed=seed, normals=normals)
+                f = simulate(parametrization, variant, n, seeds=seeds, updates=max(UPDATES), seed=seed, normals=normals)
                 for k in UPDATES:
                     a = np.abs(f[k])
-                    rows.append({"parametrization": parametrization, "variant": variant,
-                                 "updates": k, "width": n, "abs_f": a.mean(),
-                                 "abs_f_std": a.std(ddof=1) if seeds > 1 else 0.0,
-                                 "abs_f_q25": np.quantile(a, 0.25),
-                                 "abs_f_q75": np.quantile(a, 0.75),
-                                 "f_mean": f[k].mean(), "seeds": seeds})
-    return (pd.DataFrame(rows).sort_values(["parametrization", "variant", "updates", "width"],
-                                           key=_order).reset_index(drop=True))
+                    rows.append(
+                        {
+                            "parametrization": parametrization,
+                            "variant": variant,
+                            "updates": k,
+                            "width": n,
+                            "abs_f": a.mean(),
+                            "abs_f_std": a.std(ddof=1) if seeds > 1 else 0.0,
+                            "abs_f_q25": np.quantile(a, 0.25),
+                            "abs_f_q75": np.quantile(a, 0.75),
+                            "f_mean": f[k].mean(),
+                            "seeds": seeds,
+                        }
+                    )
+    return (
+        pd.DataFrame(rows)
+        .sort_values(["parametrization", "variant", "updates", "width"], key=_order)
+        .reset_index(drop=True)
+    )
 
 
 def _order(col: pd.Series) -> pd.Series:
@@ -135,17 +153,25 @@ def slopes(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (p, v, k), g in table.groupby(["parametrization", "variant", "updates"], sort=False):
         g = g.sort_values("width")
-        rows.append({"parametrization": p, "variant": v, "updates": k,
-                     "slope": loglog_slope(g["width"], g["abs_f"]),
-                     "predicted_slope": PREDICTED_SLOPE.get((p, v), (np.nan,) * 3)[k],
-                     "abs_f_at_min_width": g["abs_f"].iloc[0],
-                     "abs_f_at_max_width": g["abs_f"].iloc[-1]})
+        rows.append(
+            {
+                "parametrization": p,
+                "variant": v,
+                "updates": k,
+                "slope": loglog_slope(g["width"], g["abs_f"]),
+                "predicted_slope": PREDICTED_SLOPE.get((p, v), (np.nan,) * 3)[k],
+                "abs_f_at_min_width": g["abs_f"].iloc[0],
+                "abs_f_at_max_width": g["abs_f"].iloc[-1],
+            }
+        )
     return pd.DataFrame(rows)
 
 
-_TITLES = {"correlated": "plain SGD (U, V correlate)",
-           "redrawn": "U, V redrawn before each update",
-           "independent_update": "updates independent of U, V"}
+_TITLES = {
+    "correlated": "plain SGD (U, V correlate)",
+    "redrawn": "U, V redrawn before each update",
+    "independent_update": "updates independent of U, V",
+}
 _PARAM = {"sp": "SP", "mup": "μP"}
 
 
@@ -161,14 +187,22 @@ def plot(table: pd.DataFrame, figure_path: str | os.PathLike, slope_table=None):
         for j, v in enumerate(variants):
             ax = axes[i, j]
             for k in UPDATES:
-                g = table[(table.parametrization == p) & (table.variant == v)
-                          & (table.updates == k)].sort_values("width")
-                s = slope_table[(slope_table.parametrization == p) & (slope_table.variant == v)
-                                & (slope_table.updates == k)]["slope"].iloc[0]
-                ax.plot(g["width"], g["abs_f"], marker="o", ms=3, lw=1.2, color=colors[k],
-                        label=f"{k} update{'s' if k != 1 else ''}: slope {s:+.2f}")
-                ax.fill_between(g["width"], g["abs_f_q25"], g["abs_f_q75"], color=colors[k],
-                                alpha=0.2, lw=0)
+                g = table[(table.parametrization == p) & (table.variant == v) & (table.updates == k)].sort_values(
+                    "width"
+                )
+                s = slope_table[
+                    (slope_table.parametrization == p) & (slope_table.variant == v) & (slope_table.updates == k)
+                ]["slope"].iloc[0]
+                ax.plot(
+                    g["width"],
+                    g["abs_f"],
+                    marker="o",
+                    ms=3,
+                    lw=1.2,
+                    color=colors[k],
+                    label=f"{k} update{'s' if k != 1 else ''}: slope {s:+.2f}",
+                )
+                ax.fill_between(g["width"], g["abs_f_q25"], g["abs_f_q75"], color=colors[k], alpha=0.2, lw=0)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{_PARAM[p]}: {_TITLES[v]}", fontsize=9)
@@ -177,8 +211,10 @@ def plot(table: pd.DataFrame, figure_path: str | os.PathLike, slope_table=None):
                 ax.set_xlabel("width n")
             if j == 0:
                 ax.set_ylabel("|f|: mean, IQR band over seeds")
-    fig.suptitle("TP-V instructive example f = Vᵀ(U·1): output after 0, 1, 2 SGD updates "
-                 "(log-log slopes in the legends)", fontsize=10)
+    fig.suptitle(
+        "TP-V instructive example f = Vᵀ(U·1): output after 0, 1, 2 SGD updates (log-log slopes in the legends)",
+        fontsize=10,
+    )
     return save_figure(fig, figure_path)
 
 
@@ -196,6 +232,5 @@ def run(table_path, figure_path, slopes_table_path=None, widths=WIDTHS, seeds: i
 def main(args: argparse.Namespace) -> int:
     """`umup-repro analysis instructive_example`: the table, the slope table and the figure."""
     reject_options(args, ("plateau_table", "alignment_table", "alignment_figure"), "instructive_example")
-    run(args.table, args.figure,
-        slopes_table_path=args.slopes_table or sibling(args.table, "_slopes"))
+    run(args.table, args.figure, slopes_table_path=args.slopes_table or sibling(args.table, "_slopes"))
     return 0

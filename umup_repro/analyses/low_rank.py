@@ -28,7 +28,7 @@ Measures per run: the excess loss ℓ(t) relative to its initial value ℓ(0), a
 - ``onset_steps``: first step with ℓ(t) < 0.9·ℓ(0) (when the loss starts to move);
 - ``sharpness`` = onset/plateau: near 1 for "plateau, then a sharp drop", small for a loss that
   falls from the first steps on;
-- ``drops``: the number of separate sharp drops (see `count_drops`): 1 for one plateau and one
+- ``drops``: the number of separate sharp drops (see `low_rank_measures.count_drops`): 1 for one plateau and one
   transition, 2 for two plateaus;
 and, for seed 0 at rank 2 with λ = 0, the overlap |⟨u_j, a_i⟩|² of each learned direction (u_j:
 the j-th left singular vector of Z(t)) with each target direction a_i over time.
@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 
 from umup_repro.analyses._common import reject_options, sibling
+from umup_repro.analyses.low_rank_measures import run_measures
 from umup_repro.core.atomic import write_table
 
 N = 100
@@ -62,9 +63,15 @@ ALIGNMENT_RANK = 2
 # 0.01 (stable up to the largest singular values of the full-rank target, ≈ 4); SGD on CE with
 # β = 1: 2n²·0.01, the same dynamics as MSE (CE ≈ MSE/(2n²) there); SGD on CE with β = n: 0.2
 # (at 0.3 the full-rank runs oscillate at the edge of stability); Adam(W): 3·10⁻⁴ everywhere.
-LR = {("mse", 1.0, "sgd"): 0.01, ("mse", 1.0, "adam"): 3e-4, ("mse", 1.0, "adamw"): 3e-4,
-      ("ce", 1.0, "sgd"): 2 * N * N * 0.01, ("ce", 1.0, "adam"): 3e-4,
-      ("ce", float(N), "sgd"): 0.2, ("ce", float(N), "adam"): 3e-4}
+LR = {
+    ("mse", 1.0, "sgd"): 0.01,
+    ("mse", 1.0, "adam"): 3e-4,
+    ("mse", 1.0, "adamw"): 3e-4,
+    ("ce", 1.0, "sgd"): 2 * N * N * 0.01,
+    ("ce", 1.0, "adam"): 3e-4,
+    ("ce", float(N), "sgd"): 0.2,
+    ("ce", float(N), "adam"): 3e-4,
+}
 
 
 @dataclass(frozen=True)
@@ -82,19 +89,28 @@ class Group:
 # Steps per group: each long enough for every plateau of its runs to end (the longest, SGD on
 # MSE at λ = 1, ends near step 500; Adam's by step 150) and for the loss to fall well below it;
 # CE with β = n keeps dropping in stages up to ~1000 steps.
-GROUP_STEPS = {("mse", "sgd"): 600, ("mse", "adam"): 300, ("mse", "adamw"): 300,
-               ("ce1", "sgd"): 600, ("ce1", "adam"): 300, ("ceN", "sgd"): 1000,
-               ("ceN", "adam"): 1000}
+GROUP_STEPS = {
+    ("mse", "sgd"): 600,
+    ("mse", "adam"): 300,
+    ("mse", "adamw"): 300,
+    ("ce1", "sgd"): 600,
+    ("ce1", "adam"): 300,
+    ("ceN", "sgd"): 1000,
+    ("ceN", "adam"): 1000,
+}
 
 
 def default_groups(weight_decays=WEIGHT_DECAYS) -> list[Group]:
     """MSE: all three optimisers × all λ; CE (both scales): SGD and Adam at λ = 0 (AdamW at
     λ = 0 is Adam)."""
-    groups = [Group("mse", 1.0, opt, LR[("mse", 1.0, opt)], tuple(weight_decays),
-                    GROUP_STEPS[("mse", opt)]) for opt in ("sgd", "adam", "adamw")]
+    groups = [
+        Group("mse", 1.0, opt, LR[("mse", 1.0, opt)], tuple(weight_decays), GROUP_STEPS[("mse", opt)])
+        for opt in ("sgd", "adam", "adamw")
+    ]
     for scale, key in ((1.0, "ce1"), (float(N), "ceN")):
-        groups += [Group("ce", scale, opt, LR[("ce", scale, opt)], (0.0,), GROUP_STEPS[(key, opt)])
-                   for opt in ("sgd", "adam")]
+        groups += [
+            Group("ce", scale, opt, LR[("ce", scale, opt)], (0.0,), GROUP_STEPS[(key, opt)]) for opt in ("sgd", "adam")
+        ]
     return groups
 
 
@@ -115,8 +131,9 @@ def make_init(seed: int, n: int = N, r: int = RANK_R, sigma0: float = SIGMA0):
     return X, Y
 
 
-def loss_and_grad(Z: torch.Tensor, C: torch.Tensor, loss: str, ce_scale: float = 1.0,
-                  log_p: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_grad(
+    Z: torch.Tensor, C: torch.Tensor, loss: str, ce_scale: float = 1.0, log_p: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(excess loss [B], dL/dZ [B, n, n]) for a batch of Z and targets C.
 
     `log_p` (optional) is log_softmax(β·vec C) precomputed, [B, n²].
@@ -148,15 +165,22 @@ def ce_reference(Z: torch.Tensor, C: torch.Tensor, ce_scale: float) -> torch.Ten
 def log_steps(steps: int, per_decade: int = 24, linear: int = 200) -> np.ndarray:
     """The steps a curve is recorded at: 0, `per_decade` a decade evenly in log from 1 to
     `steps`, and `linear` evenly spaced ones (for plots on either axis), deduplicated."""
-    grid = np.round(np.logspace(0, math.log10(steps), per_decade
-                                * max(1, round(math.log10(steps))) + 1)).astype(int)
+    grid = np.round(np.logspace(0, math.log10(steps), per_decade * max(1, round(math.log10(steps))) + 1)).astype(int)
     grid = np.concatenate([[0], grid, np.round(np.linspace(0, steps, linear + 1)).astype(int)])
     return np.unique(grid[grid <= steps])
 
 
-def train_group(group: Group, ranks=RANKS, seeds: int = SEEDS, steps: int | None = None,
-                r: int = RANK_R, sigma0: float = SIGMA0, n: int = N,
-                alignment_rank: int | None = ALIGNMENT_RANK, record_steps=None):
+def train_group(
+    group: Group,
+    ranks=RANKS,
+    seeds: int = SEEDS,
+    steps: int | None = None,
+    r: int = RANK_R,
+    sigma0: float = SIGMA0,
+    n: int = N,
+    alignment_rank: int | None = ALIGNMENT_RANK,
+    record_steps=None,
+):
     """Train every (rank, λ, seed) of `group` as one batch for `steps` (default group.steps).
 
     Returns (runs, excess, snapshots): `runs` a DataFrame of the batch's rows (rank,
@@ -165,8 +189,10 @@ def train_group(group: Group, ranks=RANKS, seeds: int = SEEDS, steps: int | None
     `alignment_rank`, λ = 0 (empty if that run is not in the group).
     """
     steps = group.steps if steps is None else steps
-    runs = pd.DataFrame([(k, wd, s) for k in ranks for wd in group.weight_decays
-                         for s in range(seeds)], columns=["rank", "weight_decay", "seed"])
+    runs = pd.DataFrame(
+        [(k, wd, s) for k in ranks for wd in group.weight_decays for s in range(seeds)],
+        columns=["rank", "weight_decay", "seed"],
+    )
     targets = {(k, s): make_target(k, s, n) for k in ranks for s in range(seeds)}
     inits = {s: make_init(s, n, r, sigma0) for s in range(seeds)}
     C = torch.stack([targets[(k, s)][0] for k, s in zip(runs["rank"], runs["seed"])]).float()
@@ -174,10 +200,8 @@ def train_group(group: Group, ranks=RANKS, seeds: int = SEEDS, steps: int | None
     Y = torch.stack([inits[s][1] for s in runs["seed"]]).float()
     wd = torch.tensor(runs["weight_decay"].to_numpy(), dtype=torch.float32).view(-1, 1, 1)
     use_wd = bool((wd != 0).any())
-    log_p = (torch.log_softmax(group.ce_scale * C.reshape(len(runs), -1), -1)
-             if group.loss == "ce" else None)
-    track = runs.index[(runs["rank"] == alignment_rank) & (runs["weight_decay"] == 0)
-                       & (runs["seed"] == 0)]
+    log_p = torch.log_softmax(group.ce_scale * C.reshape(len(runs), -1), -1) if group.loss == "ce" else None
+    track = runs.index[(runs["rank"] == alignment_rank) & (runs["weight_decay"] == 0) & (runs["seed"] == 0)]
     track = int(track[0]) if len(track) else None
     record = set(log_steps(steps) if record_steps is None else record_steps)
     snapshots = {}
@@ -227,58 +251,6 @@ def train_group(group: Group, ranks=RANKS, seeds: int = SEEDS, steps: int | None
     return runs, excess.double().numpy(), {t: (z, A) for t, z in snapshots.items()}
 
 
-def first_below(curve: np.ndarray, level: float) -> float:
-    """First index where `curve` < level (NaN if never)."""
-    hit = np.flatnonzero(curve < level)
-    return float(hit[0]) if len(hit) else float("nan")
-
-
-def count_drops(rel: np.ndarray, rate: float = 1.5, min_factor: float = 1.5,
-                floor: float = 1e-3, per_decade: int = 12) -> int:
-    """Number of separate sharp drops of a relative-excess curve rel[t] (rel[0] = 1).
-
-    On a log-spaced grid of steps (`per_decade` points a decade) the local rate
-    −d log ℓ / d log t is computed; a drop is a maximal run of grid intervals where it exceeds
-    `rate` (the loss falls faster than t^-rate) and over which ℓ falls by at least `min_factor`.
-    Only the curve down to `floor` counts (what happens to a loss already 1000× smaller is not a
-    plateau of interest, and Adam's noise floor would count as drops).
-    """
-    steps = len(rel) - 1
-    grid = np.unique(np.round(np.logspace(0, math.log10(max(steps, 1)),
-                                          int(per_decade * math.log10(max(steps, 10))) + 1))
-                     .astype(int))
-    y = np.log10(np.maximum(rel[grid], 1e-300))
-    below = np.flatnonzero(y < math.log10(floor))
-    if len(below):
-        grid, y = grid[: below[0] + 1], y[: below[0] + 1]
-    if len(grid) < 2:
-        return 0
-    r = -np.diff(y) / np.diff(np.log10(grid))
-    drops, run_fall = 0, 0.0
-    for i, ri in enumerate(r):
-        if ri > rate:
-            run_fall += y[i] - y[i + 1]
-        if ri <= rate or i == len(r) - 1:
-            if run_fall >= math.log10(min_factor):
-                drops += 1
-            run_fall = 0.0
-    return drops
-
-
-def run_measures(excess: np.ndarray) -> pd.DataFrame:
-    """Per-run plateau measures from excess curves [steps + 1, B]."""
-    rel = excess / excess[0]
-    rows = []
-    for j in range(rel.shape[1]):
-        c = rel[:, j]
-        half, onset = first_below(c, 0.5), first_below(c, 0.9)
-        rows.append({"plateau_steps": half, "onset_steps": onset,
-                     "sharpness": onset / half if half > 0 else float("nan"),
-                     "drops": count_drops(c), "final_excess_rel": c[-1],
-                     "initial_excess": excess[0, j]})
-    return pd.DataFrame(rows)
-
-
 def _alignment_rows(group: Group, snapshots: dict) -> list[dict]:
     rows = []
     for t, (Z, A) in sorted(snapshots.items()):
@@ -287,16 +259,33 @@ def _alignment_rows(group: Group, snapshots: dict) -> list[dict]:
         overlap = (U[:, :k].T @ A) ** 2  # [learned j, target i]
         for j in range(k):
             for i in range(k):
-                rows.append({"loss": group.loss, "ce_scale": group.ce_scale,
-                             "optimizer": group.optimizer, "lr": group.lr, "rank": k,
-                             "seed": 0, "step": t, "learned": j + 1, "target": i + 1,
-                             "overlap": float(overlap[j, i]), "singular_value": float(S[j])})
+                rows.append(
+                    {
+                        "loss": group.loss,
+                        "ce_scale": group.ce_scale,
+                        "optimizer": group.optimizer,
+                        "lr": group.lr,
+                        "rank": k,
+                        "seed": 0,
+                        "step": t,
+                        "learned": j + 1,
+                        "target": i + 1,
+                        "overlap": float(overlap[j, i]),
+                        "singular_value": float(S[j]),
+                    }
+                )
     return rows
 
 
-def compute(groups=None, ranks=RANKS, seeds: int = SEEDS, steps: int | None = None,
-            r: int = RANK_R,
-            sigma0: float = SIGMA0, alignment_rank: int | None = ALIGNMENT_RANK):
+def compute(
+    groups=None,
+    ranks=RANKS,
+    seeds: int = SEEDS,
+    steps: int | None = None,
+    r: int = RANK_R,
+    sigma0: float = SIGMA0,
+    alignment_rank: int | None = ALIGNMENT_RANK,
+):
     """Run every group; returns (curves, plateaus, alignment) DataFrames.
 
     curves: per setting and recorded step, median and 10/90% quantiles over seeds of the
@@ -308,27 +297,38 @@ def compute(groups=None, ranks=RANKS, seeds: int = SEEDS, steps: int | None = No
     torch.set_flush_denormal(True)  # tiny softmax tails would otherwise crawl
     curves, plateaus, alignment = [], [], []
     for group in groups:
-        runs, excess, snapshots = train_group(group, ranks, seeds, steps, r, sigma0,
-                                              alignment_rank=alignment_rank)
+        runs, excess, snapshots = train_group(group, ranks, seeds, steps, r, sigma0, alignment_rank=alignment_rank)
         rec = log_steps(excess.shape[0] - 1)
         rel = excess / excess[0]
         measures = pd.concat([runs, run_measures(excess)], axis=1)
-        setting = {"loss": group.loss, "ce_scale": group.ce_scale,
-                   "optimizer": group.optimizer, "lr": group.lr}
+        setting = {"loss": group.loss, "ce_scale": group.ce_scale, "optimizer": group.optimizer, "lr": group.lr}
         for (k, wd), idx in runs.groupby(["rank", "weight_decay"], sort=False).groups.items():
             idx = np.asarray(idx)
             sub = rel[rec][:, idx]
             q10, med, q90 = np.quantile(sub, [0.1, 0.5, 0.9], axis=1)
             abs_med = np.median(excess[rec][:, idx], axis=1)
             for t, a, b, c, e in zip(rec, med, q10, q90, abs_med):
-                curves.append({**setting, "weight_decay": wd, "rank": k, "step": int(t),
-                               "excess_rel_median": a, "excess_rel_q10": b,
-                               "excess_rel_q90": c, "excess_median": e})
+                curves.append(
+                    {
+                        **setting,
+                        "weight_decay": wd,
+                        "rank": k,
+                        "step": int(t),
+                        "excess_rel_median": a,
+                        "excess_rel_q10": b,
+                        "excess_rel_q90": c,
+                        "excess_median": e,
+                    }
+                )
             m = measures.loc[idx]
-            row = {**setting, "weight_decay": wd, "rank": k, "seeds": len(idx),
-                   "reached_half": float(m["plateau_steps"].notna().mean())}
-            for col in ("plateau_steps", "onset_steps", "sharpness", "drops",
-                        "final_excess_rel"):
+            row = {
+                **setting,
+                "weight_decay": wd,
+                "rank": k,
+                "seeds": len(idx),
+                "reached_half": float(m["plateau_steps"].notna().mean()),
+            }
+            for col in ("plateau_steps", "onset_steps", "sharpness", "drops", "final_excess_rel"):
                 row[f"{col}_median"] = float(m[col].median())
                 if col in ("plateau_steps", "drops"):
                     row[f"{col}_q25"] = float(m[col].quantile(0.25))
@@ -339,8 +339,9 @@ def compute(groups=None, ranks=RANKS, seeds: int = SEEDS, steps: int | None = No
     return pd.DataFrame(curves), pd.DataFrame(plateaus), pd.DataFrame(alignment)
 
 
-def run(table_path, figure_path, plateau_table_path=None, alignment_table_path=None,
-        alignment_figure_path=None, **kwargs):
+def run(
+    table_path, figure_path, plateau_table_path=None, alignment_table_path=None, alignment_figure_path=None, **kwargs
+):
     from umup_repro.analyses.low_rank_plots import plot, plot_alignment
 
     curves, plateaus, alignment = compute(**kwargs)
@@ -358,8 +359,11 @@ def run(table_path, figure_path, plateau_table_path=None, alignment_table_path=N
 def main(args: argparse.Namespace) -> int:
     """`umup-repro analysis low_rank`: curves, plateau and alignment tables, two figures."""
     reject_options(args, ("slopes_table",), "low_rank")
-    run(args.table, args.figure,
+    run(
+        args.table,
+        args.figure,
         plateau_table_path=args.plateau_table or sibling(args.table, "_plateaus"),
         alignment_table_path=args.alignment_table or sibling(args.table, "_alignment"),
-        alignment_figure_path=args.alignment_figure or sibling(args.figure, "_alignment"))
+        alignment_figure_path=args.alignment_figure or sibling(args.figure, "_alignment"),
+    )
     return 0

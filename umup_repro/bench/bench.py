@@ -34,8 +34,16 @@ from umup_repro.core.config import PARAMETRIZATIONS, resolve_config
 from umup_repro.model.decoder import build_model
 
 
-def time_forward_backward(parametrizations: list[str], *, width: int, depth: int, batch_size: int,
-                          seq_len: int, repeats: int, device: str = "cpu") -> dict[str, float]:
+def time_forward_backward(
+    parametrizations: list[str],
+    *,
+    width: int,
+    depth: int,
+    batch_size: int,
+    seq_len: int,
+    repeats: int,
+    device: str = "cpu",
+) -> dict[str, float]:
     """Median seconds of one forward+backward pass per parametrization.
 
     The parametrizations take turns pass by pass, so background load biases none of them.
@@ -63,18 +71,26 @@ def time_forward_backward(parametrizations: list[str], *, width: int, depth: int
 # Plain loop vs Lightning
 
 
-def step_config(parametrization: str, *, width: int, depth: int, batch_size: int, seq_len: int, steps: int,
-                precision: str = "32"):
+def step_config(
+    parametrization: str, *, width: int, depth: int, batch_size: int, seq_len: int, steps: int, precision: str = "32"
+):
     """A cell config whose logging (RMS at step 0, validation at 0 and at the end) and checkpoints
     fall outside the timed steps."""
     never = steps + 1
-    return resolve_config({
-        "parametrization": parametrization,
-        "model": {"width": width, "depth": depth, "seq_len": seq_len},
-        "train": {"steps": steps, "batch_size": batch_size, "warmup": 5, "checkpoint_every": never,
-                  "precision": precision},
-        "log": {"rms_every": never, "val_every": never},
-    })
+    return resolve_config(
+        {
+            "parametrization": parametrization,
+            "model": {"width": width, "depth": depth, "seq_len": seq_len},
+            "train": {
+                "steps": steps,
+                "batch_size": batch_size,
+                "warmup": 5,
+                "checkpoint_every": never,
+                "precision": precision,
+            },
+            "log": {"rms_every": never, "val_every": never},
+        }
+    )
 
 
 def plain_step_times(config, tokens, *, device: str = "cpu", compile: bool = False) -> list[float]:
@@ -89,8 +105,10 @@ def plain_step_times(config, tokens, *, device: str = "cpu", compile: bool = Fal
     scheduler = build_scheduler(optimizer, config)
     loss_fn = torch.compile(model.loss) if compile else model.loss
     bf16 = t.precision == "bf16-mixed"
+
     def autocast():
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     ends = [time.perf_counter()]
     for step in range(t.steps):
         batch = train_batch(tokens, seed=t.seed, step=step, batch_size=t.batch_size, seq_len=m.seq_len)
@@ -132,8 +150,9 @@ def lightning_step_times(config, tokens) -> list[float]:
     return [b - a for a, b in zip(timer.ends, timer.ends[1:])]
 
 
-def compare_loops(*, width: int, depth: int, batch_size: int, seq_len: int, steps: int, warmup: int,
-                  rounds: int) -> dict[str, float]:
+def compare_loops(
+    *, width: int, depth: int, batch_size: int, seq_len: int, steps: int, warmup: int, rounds: int
+) -> dict[str, float]:
     """Median step seconds: u-μP plain, u-μP Lightning, SP plain (runs alternate `rounds` times)."""
     from umup_repro.data import token_arrays
 
@@ -152,11 +171,21 @@ def compare_loops(*, width: int, depth: int, batch_size: int, seq_len: int, step
 # Throughput
 
 
-def throughput(parametrizations: list[str], *, width: int, depth: int, batch_size: int, seq_len: int, steps: int,
-               warmup: int, device: str, compile: bool) -> dict[str, dict[str, float]]:
+def throughput(
+    parametrizations: list[str],
+    *,
+    width: int,
+    depth: int,
+    batch_size: int,
+    seq_len: int,
+    steps: int,
+    warmup: int,
+    device: str,
+    compile: bool,
+) -> dict[str, dict[str, float]]:
     """tokens/s and MFU (bf16 autocast, optionally compiled) per parametrization, plain loop."""
-    from umup_repro.data import token_arrays
     from umup_repro.core.compute import flops_per_token
+    from umup_repro.data import token_arrays
     from umup_repro.training.provenance import peak_flops
 
     if compile:  # u-μP's blocks differ in their residual weights (Python floats): a graph per block
@@ -165,8 +194,15 @@ def throughput(parametrizations: list[str], *, width: int, depth: int, batch_siz
         setattr(cfg, limit, max(getattr(cfg, limit), 4 * depth + 8))
     out = {}
     for p in parametrizations:
-        config = step_config(p, width=width, depth=depth, batch_size=batch_size, seq_len=seq_len,
-                             steps=warmup + steps, precision="bf16-mixed")
+        config = step_config(
+            p,
+            width=width,
+            depth=depth,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            steps=warmup + steps,
+            precision="bf16-mixed",
+        )
         tokens = token_arrays(config)["train"]
         step_s = statistics.median(plain_step_times(config, tokens, device=device, compile=compile)[warmup:])
         tps = batch_size * seq_len / step_s
@@ -188,8 +224,10 @@ def main(args: argparse.Namespace) -> int:
         os.environ["HF_HUB_OFFLINE"] = "1"  # the default corpus is offline; never reach for the hub
     load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     shape = dict(width=args.width, depth=args.depth, batch_size=args.batch_size, seq_len=args.seq_len)
-    print(f"umup-repro bench: {device}, threads={torch.get_num_threads()}{load}; width={args.width}"
-          f" depth={args.depth} batch={args.batch_size}x{args.seq_len}")
+    print(
+        f"umup-repro bench: {device}, threads={torch.get_num_threads()}{load}; width={args.width}"
+        f" depth={args.depth} batch={args.batch_size}x{args.seq_len}"
+    )
 
     print(f"forward+backward, median of {args.repeats}:")
     times = time_forward_backward(list(PARAMETRIZATIONS), repeats=args.repeats, device=device, **shape)
@@ -197,8 +235,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {p:9s} {t * 1e3:8.1f} ms   ratio to SP {t / times['sp']:.3f}")
 
     if args.steps > 0:
-        print(f"training step (fp32, CPU/1 device), median of {args.rounds} x {args.steps} steps after"
-              f" {args.warmup_steps} warm-up steps per run:")
+        print(
+            f"training step (fp32, CPU/1 device), median of {args.rounds} x {args.steps} steps after"
+            f" {args.warmup_steps} warm-up steps per run:"
+        )
         loops = compare_loops(steps=args.steps, warmup=args.warmup_steps, rounds=args.rounds, **shape)
         for k, t in loops.items():
             print(f"  {k:15s} {t * 1e3:8.1f} ms")
@@ -208,11 +248,21 @@ def main(args: argparse.Namespace) -> int:
 
     if args.throughput or (args.throughput is None and device == "cuda"):
         what = "compiled" if args.compile else "eager"
-        print(f"throughput ({what}, bf16 autocast), width={args.gpu_width} depth={args.gpu_depth}"
-              f" batch={args.gpu_batch_size}x{args.gpu_seq_len}, median of {args.steps or 20} steps:")
-        res = throughput(["sp", "umup", "umup_fp8"], width=args.gpu_width, depth=args.gpu_depth,
-                         batch_size=args.gpu_batch_size, seq_len=args.gpu_seq_len, steps=args.steps or 20,
-                         warmup=max(args.warmup_steps, 3), device=device, compile=args.compile)
+        print(
+            f"throughput ({what}, bf16 autocast), width={args.gpu_width} depth={args.gpu_depth}"
+            f" batch={args.gpu_batch_size}x{args.gpu_seq_len}, median of {args.steps or 20} steps:"
+        )
+        res = throughput(
+            ["sp", "umup", "umup_fp8"],
+            width=args.gpu_width,
+            depth=args.gpu_depth,
+            batch_size=args.gpu_batch_size,
+            seq_len=args.gpu_seq_len,
+            steps=args.steps or 20,
+            warmup=max(args.warmup_steps, 3),
+            device=device,
+            compile=args.compile,
+        )
         for p, r in res.items():
             print(f"  {p:9s} {r['step_s'] * 1e3:8.1f} ms/step  {r['tokens_per_s']:12,.0f} tok/s  MFU {r['mfu']:.3f}")
         print(f"  u-muP / SP step time: {res['umup']['step_s'] / res['sp']['step_s']:.3f}")

@@ -23,8 +23,12 @@ from umup_repro.sweeps.grid import expand_preset, expand_sweep
 def dry_run(preset: str, workdir: str | Path = ".") -> tuple[float, int]:
     """(seconds, jobs) of `snakemake -n --config preset=PRESET` in the workflow directory."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", f"preset={preset}"],
-                          cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--config", f"preset={preset}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"dry run failed:\n{proc.stderr[-3000:]}")
@@ -36,18 +40,38 @@ def fake_run_folder(folder: Path, cell, steps: int = 8192, every: int = 512, ten
     """A run folder with the files and sizes a paper-preset run writes."""
     folder.mkdir(parents=True, exist_ok=True)
     points = range(0, steps + 1, every)
-    (folder / "metrics.csv").write_text("step,tokens,train_loss,val_loss,lr\n" + "".join(
-        f"{s},{s * 16384},{3 + 5 * math.exp(-s / 2000):.6f},{3.1 + 5 * math.exp(-s / 2000):.6f},0.001\n"
-        for s in points))
-    (folder / "rms.csv").write_text("step,tensor,kind,rms\n" + "".join(
-        f"{s},blocks.{t // 10}.t{t % 10},{k},{1 + 0.01 * t:.6f}\n"
-        for s in points for t in range(tensors) for k in ("weight", "activation", "grad")))
+    (folder / "metrics.csv").write_text(
+        "step,tokens,train_loss,val_loss,lr\n"
+        + "".join(
+            f"{s},{s * 16384},{3 + 5 * math.exp(-s / 2000):.6f},{3.1 + 5 * math.exp(-s / 2000):.6f},0.001\n"
+            for s in points
+        )
+    )
+    (folder / "rms.csv").write_text(
+        "step,tensor,kind,rms\n"
+        + "".join(
+            f"{s},blocks.{t // 10}.t{t % 10},{k},{1 + 0.01 * t:.6f}\n"
+            for s in points
+            for t in range(tensors)
+            for k in ("weight", "activation", "grad")
+        )
+    )
     # steps_done = rows - 1, as the aggregation checks (a real run has a metrics row per step).
-    summary = {"cell": cell.id, "config_hash": cell.id, "sweep": cell.sweep, "final_train_loss": 3.0,
-               "final_val_loss": 3.1, "diverged": False, "steps_done": len(points) - 1, "wall_seconds": 3600.0,
-               "tokens_per_second": 1e5,
-               "device": "NVIDIA H100", "versions": {"torch": "2.13.0"}, "git_commit": "0" * 40,
-               **flatten_config(cell.config)}
+    summary = {
+        "cell": cell.id,
+        "config_hash": cell.id,
+        "sweep": cell.sweep,
+        "final_train_loss": 3.0,
+        "final_val_loss": 3.1,
+        "diverged": False,
+        "steps_done": len(points) - 1,
+        "wall_seconds": 3600.0,
+        "tokens_per_second": 1e5,
+        "device": "NVIDIA H100",
+        "versions": {"torch": "2.13.0"},
+        "git_commit": "0" * 40,
+        **flatten_config(cell.config),
+    }
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
@@ -55,8 +79,7 @@ def aggregate_benchmark(n_cells: int = 5000) -> dict:
     from umup_repro.results.aggregate import aggregate_sweep
 
     side = int(math.ceil(math.sqrt(n_cells)))
-    spec = {"blocks": [{"grid": {"train.lr": [2.0 ** (-i / 8) for i in range(side)],
-                                 "train.seed": list(range(side))}}]}
+    spec = {"blocks": [{"grid": {"train.lr": [2.0 ** (-i / 8) for i in range(side)], "train.seed": list(range(side))}}]}
     t0 = time.perf_counter()
     cells = expand_sweep("bench", spec)[:n_cells]
     expand_s = time.perf_counter() - t0
@@ -77,8 +100,10 @@ def main(args) -> int:
         seconds, jobs = dry_run(args.preset)
         print(f"dry run of preset {args.preset}: {seconds:.1f} s for {jobs} jobs ({cells} cells); target <= 20 s")
     result = aggregate_benchmark(args.cells)
-    print(f"aggregate {result['cells']} run folders: {result['aggregate_seconds']:.1f} s (expanding the grid:"
-          f" {result['expand_seconds']:.1f} s); target <= 30 s")
+    print(
+        f"aggregate {result['cells']} run folders: {result['aggregate_seconds']:.1f} s (expanding the grid:"
+        f" {result['expand_seconds']:.1f} s); target <= 30 s"
+    )
     for name, size in sorted(result["table_bytes"].items()):
         print(f"  {name}: {size / 1e6:.1f} MB")
     return 0

@@ -39,12 +39,15 @@ def main(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - start
     built = data.BUILD_COUNTS - before
     info = data.token_info(config)
-    print(f"corpus {d.corpus} (tokenizer {d.tokenizer}, vocab {m.vocab_size}):"
-          f" {'built' if built else 'cache hit'} in {load_s:.2f} s"
-          + (f" ({dict(built)})" if built else ""))
+    print(
+        f"corpus {d.corpus} (tokenizer {d.tokenizer}, vocab {m.vocab_size}):"
+        f" {'built' if built else 'cache hit'} in {load_s:.2f} s" + (f" ({dict(built)})" if built else "")
+    )
     for split, tokens in arrays.items():
-        print(f"  {split:<10} {len(tokens):>13,} tokens  {info[split]['documents']:>9,} documents"
-              f"  {tokens.dtype}  {data.token_path(config, split)}")
+        print(
+            f"  {split:<10} {len(tokens):>13,} tokens  {info[split]['documents']:>9,} documents"
+            f"  {tokens.dtype}  {data.token_path(config, split)}"
+        )
 
     shape = dict(batch_size=t.batch_size, seq_len=m.seq_len)
     train = arrays["train"]
@@ -53,15 +56,19 @@ def main(args: argparse.Namespace) -> int:
     for step in range(args.batches):
         data.train_batch(train, seed=t.seed, step=step, **shape)
     loader_s = (time.perf_counter() - start) / args.batches
-    print(f"loader: {1 / loader_s:,.0f} batches/s ({loader_s * 1e6:.0f} us per ({t.batch_size}, {m.seq_len + 1}) batch)")
+    print(
+        f"loader: {1 / loader_s:,.0f} batches/s ({loader_s * 1e6:.0f} us per ({t.batch_size}, {m.seq_len + 1}) batch)"
+    )
 
     from umup_repro.bench.bench import plain_step_times
 
     timed = resolve_config(config_to_dict(config), **{"train.steps": args.warmup + args.steps})
-    step_s = statistics.mean(plain_step_times(timed, train)[args.warmup:])
+    step_s = statistics.mean(plain_step_times(timed, train)[args.warmup :])
     ratio = step_s / loader_s
-    print(f"train step ({config.parametrization}, width {m.width}, depth {m.depth}, batch {t.batch_size},"
-          f" seq {m.seq_len}, {torch.get_num_threads()} threads): {step_s * 1e3:.1f} ms")
+    print(
+        f"train step ({config.parametrization}, width {m.width}, depth {m.depth}, batch {t.batch_size},"
+        f" seq {m.seq_len}, {torch.get_num_threads()} threads): {step_s * 1e3:.1f} ms"
+    )
     ok = ratio >= REQUIRED_RATIO
     print(f"loader is {ratio:,.0f}x faster than a step (required: {REQUIRED_RATIO:.0f}x): {'ok' if ok else 'TOO SLOW'}")
     return 0 if ok else 1

@@ -13,8 +13,15 @@ from umup_repro.core.config import RunConfig
 H100_SXM_PEAKS = {"fp32": 66.9e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp8": 1978.9e12}
 # Dense bf16 tensor-core peak FLOP/s by GPU name (substring match), for MFU. FP8 runs are reported
 # against the bf16 peak too, so their MFU compares directly with bf16 runs'.
-PEAK_BF16_FLOPS = {"H200": H100_SXM_PEAKS["bf16"], "H100": H100_SXM_PEAKS["bf16"], "A100": 312e12, "L40S": 362e12,
-                   "A10G": 125e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
+PEAK_BF16_FLOPS = {
+    "H200": H100_SXM_PEAKS["bf16"],
+    "H100": H100_SXM_PEAKS["bf16"],
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
 
 
 def flops_per_token(config: RunConfig) -> float:

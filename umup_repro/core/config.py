@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from typing import Any, Literal, Optional, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def coercion_problem(annotation: Any, value: Any) -> Optional[str]:
+def coercion_problem(annotation: Any, value: Any) -> str | None:
     """Why `value` must not be coerced into a field of type `annotation` (None if it may):
     numbers must be numbers (not booleans, not strings), booleans must be booleans."""
     kinds = set(get_args(annotation)) or {annotation}
@@ -83,7 +83,7 @@ class ModelConfig(_Section):
     width: int = Field(256, gt=0, le=MAX_WIDTH)
     depth: int = Field(4, gt=0, le=MAX_DEPTH)
     head_dim: int = Field(64, gt=0, description="used when heads is null")
-    heads: Optional[int] = Field(None, gt=0, description="if set, head_dim = width / heads")
+    heads: int | None = Field(None, gt=0, description="if set, head_dim = width / heads")
     ffn_ratio: float = Field(4.0, gt=0, le=64)
     vocab_size: int = Field(4096, gt=1, le=MAX_VOCAB)
     seq_len: int = Field(256, gt=0, le=MAX_SEQ_LEN)
@@ -103,22 +103,24 @@ class ModelConfig(_Section):
     norm_gains: bool = Field(False, description="trainable RMSNorm gains (standard Llama); false = the paper's fix")
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelConfig":
+    def _heads_divide_width(self) -> ModelConfig:
         if self.heads is not None and self.width % self.heads:
-            raise ValueError(
-                f"model.width ({self.width}) must be divisible by model.heads ({self.heads})"
-            )
+            raise ValueError(f"model.width ({self.width}) must be divisible by model.heads ({self.heads})")
         if self.heads is None and self.width % self.head_dim:
             raise ValueError(
                 f"model.width ({self.width}) must be divisible by model.head_dim ({self.head_dim});"
                 " set model.heads or model.head_dim to a divisor of the width"
             )
         if self.ffn_width < 1:
-            raise ValueError(f"ffn_ratio: {self.ffn_ratio} gives an FFN width of {self.ffn_width}"
-                             f" at model.width {self.width}; it must be at least 1")
+            raise ValueError(
+                f"ffn_ratio: {self.ffn_ratio} gives an FFN width of {self.ffn_width}"
+                f" at model.width {self.width}; it must be at least 1"
+            )
         if self.rope and (self.d_head < 2 or self.d_head % 2):
-            raise ValueError(f"head_dim: {self.d_head} must be even and at least 2 with model.rope"
-                             " (RoPE rotates pairs of dimensions)")
+            raise ValueError(
+                f"head_dim: {self.d_head} must be even and at least 2 with model.rope"
+                " (RoPE rotates pairs of dimensions)"
+            )
         return self
 
     @property
@@ -136,10 +138,10 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     corpus: Literal["wiki_offline", "wikitext103", "slimpajama", "text_files"] = "wiki_offline"
-    hub_name: Optional[str] = Field(None, description="override the corpus' hub dataset name")
-    hub_config: Optional[str] = Field(None, description="override the hub dataset config")
+    hub_name: str | None = Field(None, description="override the corpus' hub dataset name")
+    hub_config: str | None = Field(None, description="override the hub dataset config")
     files: list[str] = Field(default_factory=list, description="paths, for corpus text_files")
-    max_tokens: Optional[int] = Field(None, gt=0, description="token budget for streamed corpora")
+    max_tokens: int | None = Field(None, gt=0, description="token budget for streamed corpora")
     tokenizer: str = Field("bpe", description="'bpe' (trained, cached) or a hub tokenizer name")
     val_batches: int = Field(4, gt=0, le=10_000)
     train_split: str = Field("train", description="hub split to train on (wikitext103, slimpajama)")
@@ -150,12 +152,12 @@ class DataConfig(_Section):
     # Tensor Programs V's setting trains for several epochs over a small corpus: training windows
     # come from the first train_tokens tokens of the training split only, so a run of
     # steps·batch·seq_len > train_tokens tokens repeats its data (validation is unchanged).
-    train_tokens: Optional[int] = Field(
+    train_tokens: int | None = Field(
         None, gt=0, description="train on the first N tokens only (data repeats: epochs); null = the whole split"
     )
 
     @model_validator(mode="after")
-    def _files_for_text_files(self) -> "DataConfig":
+    def _files_for_text_files(self) -> DataConfig:
         if self.corpus == "text_files" and not self.files:
             raise ValueError("data.files must list at least one path when data.corpus is text_files")
         return self
@@ -164,7 +166,7 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     steps: int = Field(200, gt=0, le=MAX_STEPS)
     batch_size: int = Field(16, gt=0, le=MAX_BATCH)
-    lr: Optional[float] = Field(None, gt=0, description="global eta; null = parametrization default")
+    lr: float | None = Field(None, gt=0, description="global eta; null = parametrization default")
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup: int = Field(20, ge=0)
     final_lr_frac: float = Field(0.0, ge=0, le=1)
@@ -178,10 +180,11 @@ class TrainConfig(_Section):
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_eps: float = Field(1e-8, gt=0)
-    grad_clip: Optional[float] = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy/torch seeds are unsigned 32-bit")
     precision: Literal["32", "tf32", "bf16-mixed"] = Field(
-        "32", description="fp32 ('32'); fp32 weights with TF32 matmuls on GPUs ('tf32'; fp32 on CPU); bf16-mixed")
+        "32", description="fp32 ('32'); fp32 weights with TF32 matmuls on GPUs ('tf32'; fp32 on CPU); bf16-mixed"
+    )
     diverge_loss: float = Field(20.0, gt=0, description="loss above this ends the run as diverged")
     checkpoint_every: int = Field(50, gt=0)
     emb_lr_rule: Literal["default", "constant", "inv_sqrt_fan_out"] = Field(
@@ -203,8 +206,9 @@ class DistributedConfig(_Section):
 
     nodes: int = Field(1, gt=0, description="nodes one cell runs on (SLURM: --nodes)")
     devices: int = Field(1, gt=0, description="devices (one process each) per node")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: replicas; fsdp: sharded weights,"
-                                             " gradients and optimizer state")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: replicas; fsdp: sharded weights, gradients and optimizer state"
+    )
     accumulate: int = Field(1, gt=0, description="micro-batches per device and step (gradient accumulation)")
 
     @property
@@ -231,12 +235,13 @@ class RunConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> "RunConfig":
+    def _batch_divides(self) -> RunConfig:
         d = self.distributed
         if self.train.batch_size % (d.world_size * d.accumulate):
             raise ValueError(
                 f"train.batch_size ({self.train.batch_size}) must be divisible by distributed.nodes ×"
-                f" distributed.devices × distributed.accumulate ({d.nodes} × {d.devices} × {d.accumulate})")
+                f" distributed.devices × distributed.accumulate ({d.nodes} × {d.devices} × {d.accumulate})"
+            )
         return self
 
     @property
@@ -246,7 +251,7 @@ class RunConfig(_Section):
         return self.train.batch_size // (d.world_size * d.accumulate)
 
     @model_validator(mode="after")
-    def _resolve_hp_and_lr(self) -> "RunConfig":
+    def _resolve_hp_and_lr(self) -> RunConfig:
         entry = parametrizations.get(self.parametrization)
         allowed = entry.hp_defaults
         unknown = sorted(set(self.hp) - set(allowed))
@@ -266,8 +271,10 @@ class RunConfig(_Section):
         object.__setattr__(self, "hp", resolved)
         tokens = self.train.batch_size * self.model.seq_len
         if tokens > MAX_TOKENS_PER_STEP:
-            raise ValueError(f"train.batch_size × model.seq_len = {tokens} tokens per step is above the size"
-                             f" bound {MAX_TOKENS_PER_STEP}")
+            raise ValueError(
+                f"train.batch_size × model.seq_len = {tokens} tokens per step is above the size"
+                f" bound {MAX_TOKENS_PER_STEP}"
+            )
         if self.train.lr is None:
             object.__setattr__(self.train, "lr", entry.default_lr)
         if self.train.emb_lr_rule == "default":
@@ -275,10 +282,12 @@ class RunConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _train_tokens_hold_a_window(self) -> "RunConfig":
+    def _train_tokens_hold_a_window(self) -> RunConfig:
         if self.data.train_tokens is not None and self.data.train_tokens < self.model.seq_len + 1:
-            raise ValueError(f"data.train_tokens ({self.data.train_tokens}) must hold one window of"
-                             f" model.seq_len + 1 = {self.model.seq_len + 1} tokens")
+            raise ValueError(
+                f"data.train_tokens ({self.data.train_tokens}) must hold one window of"
+                f" model.seq_len + 1 = {self.model.seq_len + 1} tokens"
+            )
         return self
 
     @property

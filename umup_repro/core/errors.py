@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class UserError(ValueError):
@@ -15,12 +15,22 @@ class UserError(ValueError):
 
 NO_SPACE = {"ENOSPC", "EDQUOT", "EFBIG"}  # a full disk, a quota, a file-size limit
 # OSErrors about a path the user gave (missing, unwritable, too long, a folder where a file goes)
-USER_OS_ERRORS = NO_SPACE | {"ENOENT", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "EISDIR", "ENOTDIR",
-                             "EEXIST", "ENOTEMPTY", "ELOOP"}
+USER_OS_ERRORS = NO_SPACE | {
+    "ENOENT",
+    "EACCES",
+    "EPERM",
+    "EROFS",
+    "ENAMETOOLONG",
+    "EISDIR",
+    "ENOTDIR",
+    "EEXIST",
+    "ENOTEMPTY",
+    "ELOOP",
+}
 
 
 def os_error_message(err: OSError) -> str | None:
-    """"FILE: what went wrong" for an OSError about a path (a full disk says *no space*), None
+    """ "FILE: what went wrong" for an OSError about a path (a full disk says *no space*), None
     for any other OSError (a bug, shown with its traceback)."""
     import errno
 
@@ -35,12 +45,20 @@ def os_error_message(err: OSError) -> str | None:
 
 # User errors (README, "Exit codes"): exit 2 with one message naming the field, file or folder, and
 # no traceback. Recognised by class name, so that recognising them imports nothing.
-USER_ERRORS = frozenset({
-    "umup_repro.core.errors.UserError", "umup_repro.core.config.ConfigError", "umup_repro.sweeps.presets.PresetError",
-    "umup_repro.training.run_format.CellError", "umup_repro.training.run_format.ReadBackError", "umup_repro.training.loggers.LoggerError",
-    "umup_repro.results.aggregate.MissingRunsError", "umup_repro.results.aggregate.MixedCodeError",
-    "umup_repro.data.corpora.DataUnavailableError", "yaml.error.YAMLError",
-})
+USER_ERRORS = frozenset(
+    {
+        "umup_repro.core.errors.UserError",
+        "umup_repro.core.config.ConfigError",
+        "umup_repro.sweeps.presets.PresetError",
+        "umup_repro.training.run_format.CellError",
+        "umup_repro.training.run_format.ReadBackError",
+        "umup_repro.training.loggers.LoggerError",
+        "umup_repro.results.aggregate.MissingRunsError",
+        "umup_repro.results.aggregate.MixedCodeError",
+        "umup_repro.data.corpora.DataUnavailableError",
+        "yaml.error.YAMLError",
+    }
+)
 
 
 class UserExit(SystemExit):

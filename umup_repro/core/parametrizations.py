@@ -37,8 +37,10 @@ class Parametrization:
 
     def __post_init__(self) -> None:
         if self.emb_lr_rule not in EMB_LR_RULES:
-            raise ValueError(f"parametrization {self.name!r}: emb_lr_rule must be one of"
-                             f" {', '.join(EMB_LR_RULES)} (got {self.emb_lr_rule!r})")
+            raise ValueError(
+                f"parametrization {self.name!r}: emb_lr_rule must be one of"
+                f" {', '.join(EMB_LR_RULES)} (got {self.emb_lr_rule!r})"
+            )
         # a read-only copy: a resolved config's hp never reaches back into the catalog
         object.__setattr__(self, "hp_defaults", MappingProxyType(dict(self.hp_defaults)))
 
@@ -63,13 +65,20 @@ class Parametrization:
 # SP: torch-default-like init, std = sigma_init / sqrt(fan_in) for matrices, sigma_init for
 # the embedding; one global LR; attention 1/sqrt(d_head).
 SP = Parametrization(
-    name="sp", family="sp", hp_defaults={"sigma_init": 1.0}, default_lr=2.0**-9, emb_lr_rule="constant",
-    label="SP", color="C7", coord_check_lr=2.0**-6,
+    name="sp",
+    family="sp",
+    hp_defaults={"sigma_init": 1.0},
+    default_lr=2.0**-9,
+    emb_lr_rule="constant",
+    label="SP",
+    color="C7",
+    coord_check_lr=2.0**-6,
 )
 # muP as implemented in the paper (docs/paper.md, "The abc-table"). sigma_init = 1/sqrt(base_width) gives
 # unit-RMS hidden outputs at the base width.
 MUP = Parametrization(
-    name="mup", family="mup",
+    name="mup",
+    family="mup",
     hp_defaults={
         "sigma_init": 1 / math.sqrt(256),
         "alpha_emb": 1.0,
@@ -79,11 +88,16 @@ MUP = Parametrization(
         "base_width": 256,
         "base_depth": 4,
     },
-    default_lr=2.0**-8, emb_lr_rule="constant", label="μP", color="C0", coord_check_lr=2.0**-8,
+    default_lr=2.0**-8,
+    emb_lr_rule="constant",
+    label="μP",
+    color="C0",
+    coord_check_lr=2.0**-8,
 )
 # u-μP: all HPs default 1 (docs/paper.md).
 UMUP = Parametrization(
-    name="umup", family="umup",
+    name="umup",
+    family="umup",
     hp_defaults={
         "alpha_ffn_act": 1.0,
         "alpha_attn_softmax": 1.0,
@@ -91,7 +105,11 @@ UMUP = Parametrization(
         "alpha_res_attn_ratio": 1.0,
         "alpha_loss_softmax": 1.0,
     },
-    default_lr=2.0**1, emb_lr_rule="inv_sqrt_fan_out", label="u-μP", color="C3", coord_check_lr=2.0**-1,
+    default_lr=2.0**1,
+    emb_lr_rule="inv_sqrt_fan_out",
+    label="u-μP",
+    color="C3",
+    coord_check_lr=2.0**-1,
 )
 # u-μP-FP8 follows u-μP's rules and defaults; only its matmul precision differs.
 UMUP_FP8 = dataclasses.replace(UMUP, name="umup_fp8", fp8=True, label="u-μP FP8", color="C1")

@@ -94,7 +94,8 @@ def _refuse_duplicate_keys(root: yaml.Node) -> None:
                 if ident in first:
                     raise DuplicateKeyError(
                         f"duplicate key {key.value!r} on line {key.start_mark.line + 1} (first on line"
-                        f" {first[ident] + 1}); each key may appear once in a mapping")
+                        f" {first[ident] + 1}); each key may appear once in a mapping"
+                    )
                 first[ident] = key.start_mark.line
             stack.extend(n for pair in node.value for n in pair)
         elif isinstance(node, yaml.SequenceNode):

@@ -24,7 +24,7 @@ def validation_batches(tokens: np.ndarray, *, batch_size: int, seq_len: int, n_b
     last_start = _last_start(tokens, seq_len)
     n = n_batches * batch_size
     starts = np.arange(n, dtype=np.int64) * last_start // max(n - 1, 1)
-    return [_windows(tokens, starts[i * batch_size:(i + 1) * batch_size], seq_len) for i in range(n_batches)]
+    return [_windows(tokens, starts[i * batch_size : (i + 1) * batch_size], seq_len) for i in range(n_batches)]
 
 
 def _last_start(tokens: np.ndarray, seq_len: int) -> int:

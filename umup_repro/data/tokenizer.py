@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -55,8 +56,12 @@ def tokenizer_identity(config: RunConfig) -> dict[str, Any]:
     """A trained BPE is named by its recipe and training text; a hub tokenizer by its name, a local
     tokenizer file by its path and content."""
     if config.data.tokenizer == "bpe":
-        return {"bpe": config.model.vocab_size, "format": FORMAT_VERSION, "train_chars": BPE_TRAIN_CHARS,
-                "trained_on": corpus_identity(config.data, "train")}
+        return {
+            "bpe": config.model.vocab_size,
+            "format": FORMAT_VERSION,
+            "train_chars": BPE_TRAIN_CHARS,
+            "trained_on": corpus_identity(config.data, "train"),
+        }
     p = Path(config.data.tokenizer).expanduser()
     if not p.exists():
         return {"hub": config.data.tokenizer}
@@ -85,10 +90,16 @@ def _train_bpe(config: RunConfig, path: Path) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    say(f"training a byte-level BPE tokenizer (vocab {vocab}) on up to {BPE_TRAIN_CHARS / 1e6:.0f}M characters"
-        f" of {config.data.corpus}; once, then cached: {path.name}")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[EOT],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    say(
+        f"training a byte-level BPE tokenizer (vocab {vocab}) on up to {BPE_TRAIN_CHARS / 1e6:.0f}M characters"
+        f" of {config.data.corpus}; once, then cached: {path.name}"
+    )
     start = time.perf_counter()
     tokenizer.train_from_iterator(_first_chars(docs, BPE_TRAIN_CHARS), trainer)
     say(f"tokenizer trained in {time.perf_counter() - start:.1f} s")
@@ -114,8 +125,10 @@ def _check_digest(path: Path) -> None:
             pass
         return
     if recorded.read_text(encoding="utf-8").strip() != digest:
-        raise DataUnavailableError(f"tokenizer cache {path}: its content does not match {recorded.name} (changed"
-                                   f" after it was trained); delete both and rerun: it is trained again")
+        raise DataUnavailableError(
+            f"tokenizer cache {path}: its content does not match {recorded.name} (changed"
+            f" after it was trained); delete both and rerun: it is trained again"
+        )
 
 
 def _first_chars(docs: Iterable[str], limit: int) -> Iterator[str]:
@@ -151,5 +164,6 @@ def _tokenizer_file(path: Path) -> Tokenizer:
     try:
         return Tokenizer.from_file(str(path))
     except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for any bad file
-        raise DataUnavailableError(f"data.tokenizer: {path} is not a tokenizer.json file"
-                                   f" ({' '.join(str(err).split())[:160]})") from None
+        raise DataUnavailableError(
+            f"data.tokenizer: {path} is not a tokenizer.json file ({' '.join(str(err).split())[:160]})"
+        ) from None

@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -50,27 +51,35 @@ def _checked(path: Path, config: RunConfig) -> np.ndarray:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
         expected = int(info["tokens"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataUnavailableError(f"token cache {sidecar}: missing or unreadable ({err.__class__.__name__}); {fix}")
+        raise DataUnavailableError(
+            f"token cache {sidecar}: missing or unreadable ({err.__class__.__name__}); {fix}"
+        ) from None
     size = path.stat().st_size
     if size != expected * dtype.itemsize:
-        raise DataUnavailableError(f"token cache {path}: {size} bytes, but its {sidecar.name} gives {expected}"
-                                   f" tokens = {expected * dtype.itemsize} bytes (cut short?); {fix}")
+        raise DataUnavailableError(
+            f"token cache {path}: {size} bytes, but its {sidecar.name} gives {expected}"
+            f" tokens = {expected * dtype.itemsize} bytes (cut short?); {fix}"
+        )
     tokens = np.memmap(path, dtype=dtype, mode="r")
     stat = path.stat()
     stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
     if info.get("verified") != stamp:  # new, or changed since it was last verified
         digest = _sha256(path)
         if info.get("sha256") not in (None, digest):  # (entries built before hashes have none: recorded now)
-            raise DataUnavailableError(f"token cache {path}: its content does not match the SHA-256 in"
-                                       f" {sidecar.name} (changed after it was built); {fix}")
+            raise DataUnavailableError(
+                f"token cache {path}: its content does not match the SHA-256 in"
+                f" {sidecar.name} (changed after it was built); {fix}"
+            )
         info.update(sha256=digest, max_id=int(tokens.max()) if len(tokens) else 0, verified=stamp)
         try:
             write_text(sidecar, json.dumps(info, indent=1))
         except OSError:  # a read-only shared cache: verified again next time
             pass
     if int(info["max_id"]) >= config.model.vocab_size:
-        raise DataUnavailableError(f"token cache {path}: holds token id {info['max_id']}, outside model.vocab_size"
-                                   f" = {config.model.vocab_size}; {fix}")
+        raise DataUnavailableError(
+            f"token cache {path}: holds token id {info['max_id']}, outside model.vocab_size"
+            f" = {config.model.vocab_size}; {fix}"
+        )
     return tokens
 
 
@@ -131,8 +140,10 @@ def _build_tokens(config: RunConfig, split: str, path: Path) -> None:
                 n_docs += len(chunk)
                 if time.perf_counter() - last_said > 10:
                     last_said = time.perf_counter()
-                    say(f"  {split}: {n_docs} documents, {n_tokens / 1e6:.1f}M tokens so far"
-                        f" ({last_said - start:.0f} s)")
+                    say(
+                        f"  {split}: {n_docs} documents, {n_tokens / 1e6:.1f}M tokens so far"
+                        f" ({last_said - start:.0f} s)"
+                    )
                 if budget is not None and n_tokens >= budget:
                     break
             f.flush()

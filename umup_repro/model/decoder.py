@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from umup_repro.model import ops
 from umup_repro.core.config import RunConfig, resolve_config
+from umup_repro.model import ops
 from umup_repro.model.parametrization import (
     TensorRule,
     attention_logit_scale,
@@ -36,8 +36,9 @@ class Tap(nn.Identity):
 class Linear(nn.Module):
     """A bias-free linear layer under a TensorRule; unit-scaled ops for u-μP, FP8 by flag."""
 
-    def __init__(self, fan_in: int, fan_out: int, rule: TensorRule, *, unit: bool, readout: bool = False,
-                 use_fp8: bool = False):
+    def __init__(
+        self, fan_in: int, fan_out: int, rule: TensorRule, *, unit: bool, readout: bool = False, use_fp8: bool = False
+    ):
         super().__init__()
         self.rule, self.unit, self.readout, self.use_fp8 = rule, unit, readout, use_fp8
         self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
@@ -147,8 +148,7 @@ class FFN(nn.Module):
         self.alpha = config.hp.get("alpha_ffn_act", 1.0)
         self.up_proj = Linear(d, f, up, unit=unit, use_fp8=use_fp8)
         self.gate_proj = Linear(d, f, up, unit=unit, use_fp8=use_fp8)
-        self.down_proj = Linear(f, d, down, unit=unit,
-                                use_fp8=use_fp8 and config.model.fp8_scheme == "all_hidden")
+        self.down_proj = Linear(f, d, down, unit=unit, use_fp8=use_fp8 and config.model.fp8_scheme == "all_hidden")
         self.act = Tap()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,8 +160,7 @@ class FFN(nn.Module):
 class Block(nn.Module):
     """Pre-norm attention and FFN branches, each joined to the stream by its residual weights."""
 
-    def __init__(self, config: RunConfig, weights: list[tuple[float, float]], rules: dict, unit: bool,
-                 use_fp8: bool):
+    def __init__(self, config: RunConfig, weights: list[tuple[float, float]], rules: dict, unit: bool, use_fp8: bool):
         super().__init__()
         self.unit = unit
         self.attn_norm = RMSNorm(config.model.width, rules["norm"])
@@ -180,10 +179,10 @@ class Block(nn.Module):
         return x + (out * branch_w if branch_w != 1.0 else out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn_resid(self._residual(x, self.attn, self.attn_norm, self.attn_in, self.attn_skip,
-                                           self.attn_branch))
-        return self.ffn_resid(self._residual(x, self.ffn, self.ffn_norm, self.ffn_in, self.ffn_skip,
-                                             self.ffn_branch))
+        x = self.attn_resid(
+            self._residual(x, self.attn, self.attn_norm, self.attn_in, self.attn_skip, self.attn_branch)
+        )
+        return self.ffn_resid(self._residual(x, self.ffn, self.ffn_norm, self.ffn_in, self.ffn_skip, self.ffn_branch))
 
 
 class Decoder(nn.Module):
@@ -198,8 +197,17 @@ class Decoder(nn.Module):
         self.alpha_loss = hp.get("alpha_loss_softmax", 1.0)
 
         def rule(role, fan_in, fan_out, in_stack):
-            return tensor_rule(p, role, fan_in=fan_in, fan_out=fan_out, width=m.width, depth=m.depth,
-                               hp=hp, in_residual_stack=in_stack, emb_lr_rule=config.train.emb_lr_rule)
+            return tensor_rule(
+                p,
+                role,
+                fan_in=fan_in,
+                fan_out=fan_out,
+                width=m.width,
+                depth=m.depth,
+                hp=hp,
+                in_residual_stack=in_stack,
+                emb_lr_rule=config.train.emb_lr_rule,
+            )
 
         block_rules = {
             "hidden_d": rule("hidden", m.width, m.width, True),  # q, k, v, out, up, gate
@@ -207,15 +215,17 @@ class Decoder(nn.Module):
             "norm": rule("norm_gain", m.width, m.width, True) if m.norm_gains else None,  # the blocks' gains
         }
         weights = residual_weights(p, m.depth, hp)
-        self.embedding = Embedding(m.vocab_size, m.width, rule("embedding", m.vocab_size, m.width, False),
-                                   unit=self.unit)
+        self.embedding = Embedding(
+            m.vocab_size, m.width, rule("embedding", m.vocab_size, m.width, False), unit=self.unit
+        )
         self.blocks = nn.ModuleList(
-            Block(config, weights[2 * i: 2 * i + 2], block_rules, self.unit, use_fp8) for i in range(m.depth)
+            Block(config, weights[2 * i : 2 * i + 2], block_rules, self.unit, use_fp8) for i in range(m.depth)
         )
         self.out_norm = RMSNorm(m.width, rule("norm_gain", m.width, m.width, False) if m.norm_gains else None)
         self.final_norm = Tap()
-        self.readout = Linear(m.width, m.vocab_size, rule("readout", m.width, m.vocab_size, False),
-                              unit=self.unit, readout=True)
+        self.readout = Linear(
+            m.width, m.vocab_size, rule("readout", m.width, m.vocab_size, False), unit=self.unit, readout=True
+        )
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (batch, seq) → logits (batch, seq, vocab)."""

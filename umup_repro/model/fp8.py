@@ -32,7 +32,7 @@ def round_trip(x: torch.Tensor, fmt: torch.dtype) -> torch.Tensor:
     return cast(x, fmt).to(x.dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _device_has_fp8(device_index: int) -> bool:
     major, minor = torch.cuda.get_device_capability(device_index)
     return (major, minor) >= (8, 9) and hasattr(torch, "_scaled_mm")
@@ -56,7 +56,10 @@ def fp8_matmul(a: torch.Tensor, b_t: torch.Tensor, fmt_a: torch.dtype, fmt_b: to
         out_dtype = a.dtype if a.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
         # _scaled_mm wants the first operand row-major and the second column-major.
         return torch._scaled_mm(
-            cast(a, fmt_a).contiguous(), cast(b_t, fmt_b).contiguous().t(),
-            scale_a=one, scale_b=one, out_dtype=out_dtype,
+            cast(a, fmt_a).contiguous(),
+            cast(b_t, fmt_b).contiguous().t(),
+            scale_a=one,
+            scale_b=one,
+            out_dtype=out_dtype,
         )
     return round_trip(a, fmt_a) @ round_trip(b_t, fmt_b).t()

@@ -155,7 +155,9 @@ def residual_split(x: torch.Tensor, skip_weight: float, branch_weight: float) ->
     return _ResidualSplit.apply(x, float(skip_weight), float(branch_weight))
 
 
-def residual_add(branch_out: torch.Tensor, skip: torch.Tensor, skip_weight: float, branch_weight: float) -> torch.Tensor:
+def residual_add(
+    branch_out: torch.Tensor, skip: torch.Tensor, skip_weight: float, branch_weight: float
+) -> torch.Tensor:
     """skip_weight·skip + branch_weight·branch_out; both get the incoming gradient unscaled."""
     return _ResidualAdd.apply(branch_out, skip, float(skip_weight), float(branch_weight))
 
@@ -173,7 +175,7 @@ def _silu_grad(z: np.ndarray) -> np.ndarray:
     return s * (1 + z * (1 - s))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def swiglu_scales(alpha: float) -> tuple[float, float]:
     """(forward scale, gate-gradient RMS at that scale) for y = u · silu(α·v), u, v ~ N(0, 1).
 
@@ -229,7 +231,7 @@ def swiglu(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 # Causal attention with α_attn-softmax
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def attention_scale(seq_len: int, d_head: int, logit_scale: float) -> float:
     """Output scale of causal softmax attention on unit Gaussian q, k, v: 1/RMS(out).
 

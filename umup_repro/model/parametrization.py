@@ -12,8 +12,8 @@ outside the table: the LR factor of every parameter inside the residual stack
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from umup_repro.core import parametrizations
 from umup_repro.core.parametrizations import EMB_LR_RULES
@@ -86,9 +86,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "norm_gain": _NORM_GAIN,
     },
     "mup": {
-        "embedding": Rule(
-            lambda s: s.hp["sigma_init"], lambda s: s.hp["alpha_emb"], lambda s: s.hp["eta_emb"]
-        ),
+        "embedding": Rule(lambda s: s.hp["sigma_init"], lambda s: s.hp["alpha_emb"], lambda s: s.hp["eta_emb"]),
         "hidden": Rule(
             lambda s: s.hp["sigma_init"] * math.sqrt(s.base_fan_in / s.fan_in),
             _const(1.0),
@@ -117,8 +115,9 @@ def family(parametrization: str) -> str:
     u-μP's). An unknown name, or a family without a rule table, is an error naming the allowed ones."""
     fam = parametrizations.get(parametrization).family
     if fam not in RULES:
-        raise ValueError(f"parametrization {parametrization!r}: family {fam!r} has no rules;"
-                         f" families: {', '.join(RULES)}")
+        raise ValueError(
+            f"parametrization {parametrization!r}: family {fam!r} has no rules; families: {', '.join(RULES)}"
+        )
     return fam
 
 
@@ -127,8 +126,16 @@ def _no_branch(fam: str, what: str) -> ValueError:
 
 
 def tensor_rule(
-    parametrization: str, role: str, *, fan_in: int, fan_out: int, width: int, depth: int,
-    hp: Mapping[str, float], in_residual_stack: bool = False, emb_lr_rule: str | None = None,
+    parametrization: str,
+    role: str,
+    *,
+    fan_in: int,
+    fan_out: int,
+    width: int,
+    depth: int,
+    hp: Mapping[str, float],
+    in_residual_stack: bool = False,
+    emb_lr_rule: str | None = None,
 ) -> TensorRule:
     """The init std, multiplier and LR factor of one tensor, depth factor included.
 
@@ -139,8 +146,12 @@ def tensor_rule(
         raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     rule = RULES[family(parametrization)][role](Shape(fan_in, fan_out, width, depth, hp))
     if role == "embedding" and emb_lr_rule is not None:
-        rule = TensorRule(rule.init_std, rule.multiplier,
-                          rule.lr_factor * _emb_lr_swap(parametrization, emb_lr_rule, fan_out), rule.trainable)
+        rule = TensorRule(
+            rule.init_std,
+            rule.multiplier,
+            rule.lr_factor * _emb_lr_swap(parametrization, emb_lr_rule, fan_out),
+            rule.trainable,
+        )
     if in_residual_stack and rule.trainable:
         depth_factor = depth_lr_factor(parametrization, depth, hp)
         rule = TensorRule(rule.init_std, rule.multiplier, rule.lr_factor * depth_factor, rule.trainable)

@@ -17,8 +17,17 @@ import torch
 from umup_repro.core.config import RunConfig
 from umup_repro.model.decoder import Embedding, Linear
 
-COLUMNS = ("tensor", "role", "shape", "init_std", "init_std_measured", "multiplier", "lr_factor", "peak_lr",
-           "trainable")
+COLUMNS = (
+    "tensor",
+    "role",
+    "shape",
+    "init_std",
+    "init_std_measured",
+    "multiplier",
+    "lr_factor",
+    "peak_lr",
+    "trainable",
+)
 
 
 def _role(module: torch.nn.Module) -> str:
@@ -36,17 +45,19 @@ def parametrization_rows(model: torch.nn.Module, config: RunConfig) -> list[dict
         if not isinstance(module, (Linear, Embedding)):
             continue
         rule, weight = module.rule, module.weight.detach()
-        rows.append({
-            "tensor": f"{name}.weight",
-            "role": _role(module),
-            "shape": "x".join(str(n) for n in weight.shape),
-            "init_std": rule.init_std,
-            "init_std_measured": float(weight.float().std()),
-            "multiplier": rule.multiplier,
-            "lr_factor": rule.lr_factor,
-            "peak_lr": eta * rule.lr_factor if rule.trainable else 0.0,
-            "trainable": rule.trainable,
-        })
+        rows.append(
+            {
+                "tensor": f"{name}.weight",
+                "role": _role(module),
+                "shape": "x".join(str(n) for n in weight.shape),
+                "init_std": rule.init_std,
+                "init_std_measured": float(weight.float().std()),
+                "multiplier": rule.multiplier,
+                "lr_factor": rule.lr_factor,
+                "peak_lr": eta * rule.lr_factor if rule.trainable else 0.0,
+                "trainable": rule.trainable,
+            }
+        )
     return rows
 
 

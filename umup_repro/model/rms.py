@@ -8,7 +8,7 @@ and the embedding, so the names match the module tree (`blocks.0.attn.q_proj`, `
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -28,8 +28,10 @@ def record_activations(model: nn.Module, keep_tensors: bool = False) -> Iterator
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, (Tap, Linear, Embedding)):
+
             def hook(_m, _inp, out, name=name):
                 store[name] = out.detach().clone() if keep_tensors else rms(out)
+
             handles.append(module.register_forward_hook(hook))
     try:
         yield store

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 from submitit.slurm.slurm import SlurmInfoWatcher
 
@@ -36,8 +36,9 @@ def _run(command: list[str], timeout: float) -> tuple[bool, str]:
 class JobStates:
     """States of the jobs this driver submitted; `update(ids)` once per status interval."""
 
-    def __init__(self, *, retries: int = 5, fallback: bool = True, timeout_s: float = 60.0,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, *, retries: int = 5, fallback: bool = True, timeout_s: float = 60.0, log: Callable[[str], None] = print
+    ) -> None:
         self.retries, self.fallback, self.timeout_s, self.log = max(1, retries), fallback, timeout_s, log
         self.states: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
@@ -47,7 +48,7 @@ class JobStates:
 
     # ---- queries ----
 
-    def _sacct(self, ids: list[str]) -> Optional[dict[str, str]]:
+    def _sacct(self, ids: list[str]) -> dict[str, str] | None:
         command = ["sacct", "-o", "JobID,State", "--parsable2"] + [a for i in ids for a in ("-j", i)]
         ok, out = _run(command, self.timeout_s)
         if not ok:
@@ -95,8 +96,11 @@ class JobStates:
         known = self._controller(ids)
         self.states.update(known)
         for jid in (i for i in ids if i not in known):
-            self._lose(jid, f"{cause}, and neither squeue nor scontrol knows job {jid} any more:"
-                            " its end state cannot be read; treating it as failed")
+            self._lose(
+                jid,
+                f"{cause}, and neither squeue nor scontrol knows job {jid} any more:"
+                " its end state cannot be read; treating it as failed",
+            )
 
     def _lose(self, jid: str, reason: str) -> None:
         self.states[jid], self.reasons[jid] = LOST, reason
@@ -113,4 +117,3 @@ def wait_bound_s(retries: int, interval_s: float, timeout_s: float) -> float:
     """The longest a job's state can stay unread when sacct keeps failing: `retries` polls, each
     at most one interval plus a sacct timeout, then the fallback's own queries."""
     return retries * (interval_s + timeout_s) + 2 * timeout_s
-

@@ -33,8 +33,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import submitit
 from submitit.slurm import slurm as _slurm
@@ -47,8 +48,15 @@ ENV_DEFAULTS = {
 }
 # states after which a job never runs again (everything else: queued, running, requeued)
 TERMINAL_STATES = {
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-    "DEADLINE", "REVOKED",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "REVOKED",
 }
 
 
@@ -56,7 +64,7 @@ class SlurmError(RuntimeError):
     """A job command that exited with a non-zero code (not because it was asked to stop)."""
 
 
-def _int(value: Any, name: str) -> Optional[int]:
+def _int(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
     try:
@@ -69,11 +77,11 @@ def submitit_parameters(
     resources: Mapping[str, Any],
     *,
     job_name: str,
-    defaults: Optional[Mapping[str, Any]] = None,
-    threads: Optional[int] = None,
+    defaults: Mapping[str, Any] | None = None,
+    threads: int | None = None,
     signal_delay_s: int = 120,
-    environ: Optional[Mapping[str, str]] = None,
-    setup: Optional[Sequence[str]] = None,
+    environ: Mapping[str, str] | None = None,
+    setup: Sequence[str] | None = None,
 ) -> dict:
     """`submitit.SlurmExecutor` parameters for one job from its Snakemake resources.
 
@@ -145,8 +153,15 @@ def sbatch_script(parameters: Mapping[str, Any], folder: Path | str = "results/l
     )
 
 
-def submit(command: str, folder: Path | str, parameters: Mapping[str, Any], *, label: str = "",
-           cwd: Optional[str] = None, max_num_timeout: int = 3):
+def submit(
+    command: str,
+    folder: Path | str,
+    parameters: Mapping[str, Any],
+    *,
+    label: str = "",
+    cwd: str | None = None,
+    max_num_timeout: int = 3,
+):
     """Submit `command` (a shell line) as one SLURM job through submitit; returns the job.
     Its stdout and stderr (and the command's) go to `folder/<jobid>_0_log.out`."""
     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -234,7 +249,7 @@ def _group_alive(pgid: int) -> bool:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rfind(")") + 2:].split()
+            fields = stat[stat.rfind(")") + 2 :].split()
             if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
                 return True
         return False
@@ -257,7 +272,7 @@ class ShellCommand(submitit.helpers.Checkpointable):
         self.label = label
         self.grace_s = grace_s
         self.attempt = 0
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: subprocess.Popen | None = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -268,11 +283,15 @@ class ShellCommand(submitit.helpers.Checkpointable):
         self.attempt += 1
         _become_subreaper()
         env = submitit.JobEnvironment()
-        print(f"[umup-slurm] {self.label} job {env.job_id} start {self.attempt} on {env.hostname}"
-              f" at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+        print(
+            f"[umup-slurm] {self.label} job {env.job_id} start {self.attempt} on {env.hostname}"
+            f" at {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            flush=True,
+        )
         print(f"[umup-slurm] command: {self.command}", flush=True)
-        self._proc = subprocess.Popen(self.command, shell=True, cwd=self.cwd, start_new_session=True,
-                                      executable="/bin/bash")
+        self._proc = subprocess.Popen(
+            self.command, shell=True, cwd=self.cwd, start_new_session=True, executable="/bin/bash"
+        )
         code = self._proc.wait()
         self._wait_group(self._proc.pid, self.grace_s)
         print(f"[umup-slurm] command exited with {code}", flush=True)
@@ -292,8 +311,11 @@ class ShellCommand(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         proc = self._proc
         if proc is not None:
-            print(f"[umup-slurm] stop requested: SIGTERM to process group {proc.pid}, waiting up to"
-                  f" {self.grace_s}s for a checkpoint", flush=True)
+            print(
+                f"[umup-slurm] stop requested: SIGTERM to process group {proc.pid}, waiting up to"
+                f" {self.grace_s}s for a checkpoint",
+                flush=True,
+            )
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:

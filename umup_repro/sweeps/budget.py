@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from umup_repro.core.compute import H100_SXM_PEAKS, flops_per_token
 from umup_repro.core.config import RunConfig, resolve_config
@@ -25,8 +26,13 @@ if TYPE_CHECKING:
     from umup_repro.sweeps.grid import Cell
 
 # Compute estimate: dense BF16 peak of one H100 SXM and the utilisation we assume for proxy runs.
-DEFAULT_COMPUTE = {"gpu_name": "H100", "gpu_peak_flops": H100_SXM_PEAKS["bf16"], "utilisation": 0.3,
-                   "min_runtime_min": 10, "runtime_safety": 3.0}
+DEFAULT_COMPUTE = {
+    "gpu_name": "H100",
+    "gpu_peak_flops": H100_SXM_PEAKS["bf16"],
+    "utilisation": 0.3,
+    "min_runtime_min": 10,
+    "runtime_safety": 3.0,
+}
 # A CPU preset's estimate, per trained cell: a fixed start-up (process, imports, data, checkpoints),
 # a per-step overhead (Python, Lightning, logging) and its FLOPs at a rate per core. Least squares on
 # the 151 trained jobs of a `tiny` run from a fresh clone (docs/results-tiny.md):
@@ -81,8 +87,10 @@ def measured_utilisation(path: str | Path, compute: Mapping[str, Any]) -> tuple[
     gpus = config.distributed.world_size
     achieved = float(summary["tokens_per_second"]) * flops_per_token(config) / gpus
     fraction = achieved / effective_peak(config, compute)
-    how = (f"{summary['tokens_per_second']:.0f} tok/s of cell {summary['cell']} on {gpus} device(s)"
-           f" ({summary.get('device', '?')})")
+    how = (
+        f"{summary['tokens_per_second']:.0f} tok/s of cell {summary['cell']} on {gpus} device(s)"
+        f" ({summary.get('device', '?')})"
+    )
     return fraction, how
 
 
@@ -116,7 +124,14 @@ def summary_rows(expanded: Mapping[str, list[Cell]], compute: Mapping[str, Any] 
     """Per sweep: cells, tokens, FLOPs and GPU-hours at the stated utilisation."""
     rows = []
     for sweep, cells in expanded.items():
-        rows.append({"sweep": sweep, "cells": len(cells), "tokens": sum(c.tokens for c in cells),
-                     "nodes": max(c.config.distributed.nodes for c in cells),
-                     "flops": sum(c.flops for c in cells), "gpu_hours": gpu_hours(cells, compute)})
+        rows.append(
+            {
+                "sweep": sweep,
+                "cells": len(cells),
+                "tokens": sum(c.tokens for c in cells),
+                "nodes": max(c.config.distributed.nodes for c in cells),
+                "flops": sum(c.flops for c in cells),
+                "gpu_hours": gpu_hours(cells, compute),
+            }
+        )
     return rows

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import sys
 
-from umup_repro.sweeps import budget
 from umup_repro.core.config import ConfigError, flatten_config
-from umup_repro.sweeps.budget import CPU_FLOPS_PER_CORE, CPU_SECONDS_PER_STEP, CPU_STARTUP_SECONDS, DEFAULT_COMPUTE, summary_rows
+from umup_repro.sweeps import budget
+from umup_repro.sweeps.budget import (
+    CPU_FLOPS_PER_CORE,
+    CPU_SECONDS_PER_STEP,
+    CPU_STARTUP_SECONDS,
+    DEFAULT_COMPUTE,
+    summary_rows,
+)
 from umup_repro.sweeps.grid import expand_preset, varied_keys
 from umup_repro.sweeps.presets import PresetError, default_preset, load_preset
 
@@ -31,20 +37,28 @@ def _print_cpu_estimate(config, expanded, rows, args) -> int:
         return sum(startup + per_step * c.config.train.steps + c.flops / rate for c in cells) / 3600
 
     total = sum(r["cells"] for r in rows)
-    print(f"preset {config['preset']}: {total} cells in {len(rows)} sweeps, on CPUs (resources.gpus 0);"
-          f" CPU core-hours at {startup:g} s start-up per cell + {per_step * 1e3:g} ms per step + FLOPs at"
-          f" {_si(rate)}FLOP/s per core (fitted to a measured tiny run)")
+    print(
+        f"preset {config['preset']}: {total} cells in {len(rows)} sweeps, on CPUs (resources.gpus 0);"
+        f" CPU core-hours at {startup:g} s start-up per cell + {per_step * 1e3:g} ms per step + FLOPs at"
+        f" {_si(rate)}FLOP/s per core (fitted to a measured tiny run)"
+    )
     print(f"{'sweep':<22}{'cells':>7}{'tokens':>10}{'FLOPs':>10}{'core-h':>10}")
     for r in rows:
-        print(f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}"
-              f"{core_hours(expanded[r['sweep']]):>10.3g}")
+        print(
+            f"{r['sweep']:<22}{r['cells']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}"
+            f"{core_hours(expanded[r['sweep']]):>10.3g}"
+        )
     trained = {c.id: c for cells in expanded.values() for c in cells if not c.alias}
     once = list(trained.values())
     hours = core_hours(once)
-    print(f"{'trained once':<22}{len(once):>7}{_si(sum(c.tokens for c in once)):>10}"
-          f"{_si(sum(c.flops for c in once)):>10}{hours:>10.3g}")
-    print(f"training ≈ {hours * 60 / 2:.0f} min on 2 cores, one cell per core (figures, analyses and a"
-          f" staged search's later stages not included)")
+    print(
+        f"{'trained once':<22}{len(once):>7}{_si(sum(c.tokens for c in once)):>10}"
+        f"{_si(sum(c.flops for c in once)):>10}{hours:>10.3g}"
+    )
+    print(
+        f"training ≈ {hours * 60 / 2:.0f} min on 2 cores, one cell per core (figures, analyses and a"
+        f" staged search's later stages not included)"
+    )
     if args.list:
         _print_cells(expanded)
     return 0
@@ -73,16 +87,22 @@ def main(args) -> int:
     if int((config.get("resources") or {}).get("gpus", 1) or 0) == 0 and not gpu_question:  # a CPU preset
         return _print_cpu_estimate(config, expanded, rows, args)  # (asked about GPUs: GPU-hours below)
     p = budget.peaks(compute)
-    print(f"preset {config['preset']}: {sum(r['cells'] for r in rows)} cells in {len(rows)} sweeps;"
-          f" GPU-hours on {compute['gpu_name']} at {how} (peaks fp32 {_si(p['fp32'])}, tf32 {_si(p['tf32'])},"
-          f" bf16 {_si(p['bf16'])}, fp8 {_si(p['fp8'])}FLOP/s)")
+    print(
+        f"preset {config['preset']}: {sum(r['cells'] for r in rows)} cells in {len(rows)} sweeps;"
+        f" GPU-hours on {compute['gpu_name']} at {how} (peaks fp32 {_si(p['fp32'])}, tf32 {_si(p['tf32'])},"
+        f" bf16 {_si(p['bf16'])}, fp8 {_si(p['fp8'])}FLOP/s)"
+    )
     print(f"{'sweep':<22}{'cells':>7}{'nodes':>7}{'tokens':>10}{'FLOPs':>10}{'GPU-h':>10}")
     for r in rows:
-        print(f"{r['sweep']:<22}{r['cells']:>7}{r['nodes']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}"
-              f"{r['gpu_hours']:>10.3g}")
-    print(f"{'total':<22}{sum(r['cells'] for r in rows):>7}{max(r['nodes'] for r in rows):>7}"
-          f"{_si(sum(r['tokens'] for r in rows)):>10}{_si(sum(r['flops'] for r in rows)):>10}"
-          f"{sum(r['gpu_hours'] for r in rows):>10.3g}")
+        print(
+            f"{r['sweep']:<22}{r['cells']:>7}{r['nodes']:>7}{_si(r['tokens']):>10}{_si(r['flops']):>10}"
+            f"{r['gpu_hours']:>10.3g}"
+        )
+    print(
+        f"{'total':<22}{sum(r['cells'] for r in rows):>7}{max(r['nodes'] for r in rows):>7}"
+        f"{_si(sum(r['tokens'] for r in rows)):>10}{_si(sum(r['flops'] for r in rows)):>10}"
+        f"{sum(r['gpu_hours'] for r in rows):>10.3g}"
+    )
     if args.list:
         _print_cells(expanded)
     return 0
@@ -91,8 +111,10 @@ def main(args) -> int:
 def _print_cells(expanded) -> None:
     """`cells --list`: one line per cell, its id and the keys that vary within its parametrization."""
     for sweep, cells in expanded.items():
-        keys = {p: varied_keys([c for c in cells if c.config.parametrization == p])
-                for p in {c.config.parametrization for c in cells}}
+        keys = {
+            p: varied_keys([c for c in cells if c.config.parametrization == p])
+            for p in {c.config.parametrization for c in cells}
+        }
         print(f"\n{sweep}:")
         for c in cells:
             flat = flatten_config(c.config)

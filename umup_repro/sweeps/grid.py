@@ -29,13 +29,22 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
 from umup_repro.core.compute import flops_per_token
-from umup_repro.core.config import ConfigError, RunConfig, config_hash, config_to_dict, flatten_config, resolve_config, set_dotted
+from umup_repro.core.config import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    config_to_dict,
+    flatten_config,
+    resolve_config,
+    set_dotted,
+)
 from umup_repro.sweeps.preset_checks import SEARCH_COLUMNS
 from umup_repro.sweeps.presets import PresetError, load_preset
 
@@ -103,7 +112,7 @@ def axis_values(key: str, spec: Any) -> list:
 
 def sample(key: str, spec: Mapping[str, Any], rng: np.random.Generator) -> Any:
     """One draw of a random-search distribution."""
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind == "log2_uniform":
         return float(2.0 ** rng.uniform(*args))
     if kind == "uniform":
@@ -113,8 +122,9 @@ def sample(key: str, spec: Mapping[str, Any], rng: np.random.Generator) -> Any:
     raise PresetError(f"{key}: unknown distribution {kind!r}; allowed: log2_uniform, uniform, choice")
 
 
-def _points(block: Mapping[str, Any], b: int = 0,
-            decisions: Mapping[str, Mapping[str, dict]] | None = None) -> Iterator[tuple[dict, str, str, str, str]]:
+def _points(
+    block: Mapping[str, Any], b: int = 0, decisions: Mapping[str, Mapping[str, dict]] | None = None
+) -> Iterator[tuple[dict, str, str, str, str]]:
     """(overrides, search kind, search axis, stage, group) for every run of one block, in search order."""
     grid = block.get("grid", {})
     keys = list(grid)
@@ -137,10 +147,11 @@ def _points(block: Mapping[str, Any], b: int = 0,
             yield base, "grid", "", "", ""
 
 
-def _staged_points(staged: Mapping[str, Any], base: dict, group: str,
-                   decisions: Mapping[str, Mapping[str, dict]]) -> Iterator[tuple[dict, str, str, str, str]]:
+def _staged_points(
+    staged: Mapping[str, Any], base: dict, group: str, decisions: Mapping[str, Mapping[str, dict]]
+) -> Iterator[tuple[dict, str, str, str, str]]:
     """Stage `lr` always; stage `hp` once stage `lr` is decided; `combined` once `hp` is."""
-    (lr_key, lr_spec), = staged["lr"].items()
+    ((lr_key, lr_spec),) = staged["lr"].items()
     for value in axis_values(lr_key, lr_spec):
         yield {**base, lr_key: value}, "staged", lr_key, "lr", group
     best_lr = decisions.get("lr", {}).get(group)
@@ -162,9 +173,13 @@ def _replicates(overrides: dict, raw: dict, seeds: int) -> Iterator[dict]:
         yield {**overrides, "train.seed": seed0 + i}
 
 
-def expand_sweep(name: str, spec: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
-                 resources: Mapping[str, Any] | None = None,
-                 decisions: Mapping[str, Mapping[str, dict]] | None = None) -> list[Cell]:
+def expand_sweep(
+    name: str,
+    spec: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+    resources: Mapping[str, Any] | None = None,
+    decisions: Mapping[str, Mapping[str, dict]] | None = None,
+) -> list[Cell]:
     """The cells of one sweep, in search order; a config reached twice is one cell.
 
     `decisions` ({stage: {group: {key: best value}}}, umup_repro.sweeps.search_stage) unlock the later stages
@@ -195,8 +210,11 @@ def expand_sweep(name: str, spec: Mapping[str, Any], defaults: Mapping[str, Any]
     return list(cells.values()) + [replace(a, search_index=len(cells) + i) for i, a in enumerate(aliases)]
 
 
-def expand_preset(config: Mapping[str, Any] | str, sweeps: Optional[list[str]] = None,
-                  decisions: Mapping[str, Mapping[str, Mapping[str, dict]]] | None = None) -> dict[str, list[Cell]]:
+def expand_preset(
+    config: Mapping[str, Any] | str,
+    sweeps: list[str] | None = None,
+    decisions: Mapping[str, Mapping[str, Mapping[str, dict]]] | None = None,
+) -> dict[str, list[Cell]]:
     """{sweep: cells} for a loaded preset (see `load_preset`) or a preset name; `decisions`
     ({sweep: {stage: {group: best}}}) unlock staged searches' later stages."""
     if isinstance(config, str) or "sweeps" not in config:
@@ -205,9 +223,12 @@ def expand_preset(config: Mapping[str, Any] | str, sweeps: Optional[list[str]] =
     unknown = [s for s in names if s not in config["sweeps"]]
     if unknown:
         raise PresetError(f"sweep: unknown sweep {unknown[0]!r}; allowed: {', '.join(config['sweeps'])}")
-    return {s: expand_sweep(s, config["sweeps"][s], config.get("defaults", {}), config.get("resources", {}),
-                            (decisions or {}).get(s))
-            for s in names}
+    return {
+        s: expand_sweep(
+            s, config["sweeps"][s], config.get("defaults", {}), config.get("resources", {}), (decisions or {}).get(s)
+        )
+        for s in names
+    }
 
 
 def varied_keys(cells: list[Cell]) -> list[str]:

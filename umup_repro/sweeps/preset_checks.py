@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from umup_repro.core.config import HP_DEFAULTS, flatten_config, resolve_config
 from umup_repro.core.figure_catalog import PLOTTED  # the figures a preset may name
@@ -33,8 +34,11 @@ def table_columns() -> set[str]:
 def check_log2_range(key: str, spec: Any) -> None:
     """A `{log2_range: [start, stop, step]}` whose values are finite floats and not too many."""
     values = spec.get("log2_range") if isinstance(spec, Mapping) else None
-    if not (isinstance(values, list) and len(values) == 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+    if not (
+        isinstance(values, list)
+        and len(values) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    ):
         raise ValueError(f"{key}: log2_range needs three finite numbers [start, stop, step] (got {values!r})")
     start, stop, step = values
     if step <= 0 or stop < start:
@@ -115,15 +119,18 @@ def check_preset(preset: Mapping[str, Any], where: str) -> None:
         named += [("group", g) for g in transfer.get("group", [])]
         for field, key in named:
             if key not in columns:
-                raise ValueError(f"{where}: sweeps.{name}.transfer.{field}: {key!r} is not a config key or search"
-                                 " column (e.g. model.width, train.lr, hp.alpha_res, search.axis)")
+                raise ValueError(
+                    f"{where}: sweeps.{name}.transfer.{field}: {key!r} is not a config key or search"
+                    " column (e.g. model.width, train.lr, hp.alpha_res, search.axis)"
+                )
     for figure, listed in (preset.get("figures") or {}).items():
         if figure not in PLOTTED:
             raise ValueError(f"{where}: figures.{figure}: no such figure; allowed: {', '.join(PLOTTED)}")
         missing = [s for s in (listed or []) if s not in sweeps]
         if missing:
-            raise ValueError(f"{where}: figures.{figure}: sweep {missing[0]!r} is not in the preset;"
-                             f" its sweeps: {', '.join(sweeps)}")
+            raise ValueError(
+                f"{where}: figures.{figure}: sweep {missing[0]!r} is not in the preset; its sweeps: {', '.join(sweeps)}"
+            )
     total = 0
     for name, sweep in sweeps.items():
         for b, block in enumerate(sweep.get("blocks", []) if isinstance(sweep, Mapping) else []):
@@ -135,20 +142,29 @@ def check_preset(preset: Mapping[str, Any], where: str) -> None:
                     if isinstance(spec, Mapping) and "log2_range" in spec:
                         check_log2_range(f"{where}: sweep {name}, block {b}, {part}.{key}", spec)
                     elif isinstance(spec, list) and len(spec) > MAX_AXIS_VALUES:
-                        raise ValueError(f"{where}: sweep {name}, block {b}, {part}.{key}: more than"
-                                         f" {MAX_AXIS_VALUES} values ({len(spec)})")
+                        raise ValueError(
+                            f"{where}: sweep {name}, block {b}, {part}.{key}: more than"
+                            f" {MAX_AXIS_VALUES} values ({len(spec)})"
+                        )
             if isinstance(block, Mapping):
                 total += _block_runs(block, int(sweep.get("seeds", 1)))
             if total > MAX_CELLS:
-                raise ValueError(f"{where}: sweep {name}, block {b}: the preset expands to more than {MAX_CELLS}"
-                                 " runs (grid axes × searches × seeds); split it or shrink its grids")
+                raise ValueError(
+                    f"{where}: sweep {name}, block {b}: the preset expands to more than {MAX_CELLS}"
+                    " runs (grid axes × searches × seeds); split it or shrink its grids"
+                )
             space = (block.get("random") or {}).get("space") or {} if isinstance(block, Mapping) else {}
             for key, spec in space.items() if isinstance(space, Mapping) else ():
                 bounds = spec.get("log2_uniform") if isinstance(spec, Mapping) else None
-                if bounds is not None and not (isinstance(bounds, list) and len(bounds) == 2 and all(
-                        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1000 for v in bounds)):
-                    raise ValueError(f"{where}: sweep {name}, block {b}, random.space.{key}: log2_uniform needs two"
-                                     f" exponents within ±1000 (got {bounds!r})")
+                if bounds is not None and not (
+                    isinstance(bounds, list)
+                    and len(bounds) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1000 for v in bounds)
+                ):
+                    raise ValueError(
+                        f"{where}: sweep {name}, block {b}, random.space.{key}: log2_uniform needs two"
+                        f" exponents within ±1000 (got {bounds!r})"
+                    )
     for name, sweep in sweeps.items():  # after the bounds: the axes are safe to expand
         transfer = sweep.get("transfer") if isinstance(sweep, Mapping) else None
         if not (isinstance(transfer, Mapping) and "proxy" in transfer):
@@ -157,5 +173,7 @@ def check_preset(preset: Mapping[str, Any], where: str) -> None:
             values = _axis_values(preset, sweep, transfer["axis"])
             if not any(_same_value(transfer["proxy"], v) for v in values):
                 shown = ", ".join(list(dict.fromkeys(map(str, values)))[:12])
-                raise ValueError(f"{where}: sweeps.{name}.transfer.proxy: {transfer['proxy']!r} is not a value of"
-                                 f" the axis {transfer['axis']} in the sweep (its values: {shown})")
+                raise ValueError(
+                    f"{where}: sweeps.{name}.transfer.proxy: {transfer['proxy']!r} is not a value of"
+                    f" the axis {transfer['axis']} in the sweep (its values: {shown})"
+                )

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -38,8 +39,10 @@ def preset_path(preset: str) -> Path:
         if not path.is_file():
             path = PRESET_DIR / f"{preset}.yaml"
     if not path.is_file():
-        raise PresetError(f"preset: unknown preset {preset!r}; allowed: {', '.join(preset_names())}"
-                          " (or a path to a preset .yaml file)")
+        raise PresetError(
+            f"preset: unknown preset {preset!r}; allowed: {', '.join(preset_names())}"
+            " (or a path to a preset .yaml file)"
+        )
     return path
 
 

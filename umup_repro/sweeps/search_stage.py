@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from umup_repro.core.atomic import write_text
 from umup_repro.core.config import flatten_config, resolve_config
@@ -63,8 +64,13 @@ def _read_decision(path: Path) -> dict[str, dict]:
         groups = json.loads(path.read_text(encoding="utf-8"))["groups"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ReadBackError(f"{path}: not a readable stage decision ({err.__class__.__name__}: {err}); {fix}") from None
-    if not (isinstance(groups, dict) and all(isinstance(g, str) and isinstance(best, dict)
-                                             and all(isinstance(k, str) for k in best) for g, best in groups.items())):
+    if not (
+        isinstance(groups, dict)
+        and all(
+            isinstance(g, str) and isinstance(best, dict) and all(isinstance(k, str) for k in best)
+            for g, best in groups.items()
+        )
+    ):
         raise ReadBackError(f"{path}: its groups are not {{group: {{key: best value}}}}; {fix}")
     return groups
 
@@ -107,8 +113,9 @@ def _default_of(cell: Cell, key: str) -> Any:
     return flatten_config(resolve_config(d)).get(key)
 
 
-def decide(cells: list[Cell], stage: str, losses: Mapping[str, float | None],
-           best_lr: Mapping[str, dict] | None = None) -> tuple[dict[str, dict], list[dict]]:
+def decide(
+    cells: list[Cell], stage: str, losses: Mapping[str, float | None], best_lr: Mapping[str, dict] | None = None
+) -> tuple[dict[str, dict], list[dict]]:
     """({group: {key: best value}}, candidate rows) for `stage` from the sweep's cells so far.
 
     `losses`: cell id → final loss (None: diverged); `best_lr`: stage `lr`'s decision (for stage
@@ -132,8 +139,7 @@ def decide(cells: list[Cell], stage: str, losses: Mapping[str, float | None],
             lr_value = (best_lr or {})[group][lr_key]
             base = [c for c in lr_cells if flatten_config(c.config)[lr_key] == lr_value]
             keys = list(dict.fromkeys(c.search_axis for c in members if c.search_stage == "hp"))
-            keyed = {k: [c for c in members if c.search_stage == "hp" and c.search_axis == k] + base
-                     for k in keys}
+            keyed = {k: [c for c in members if c.search_stage == "hp" and c.search_axis == k] + base for k in keys}
             default_of = {k: flatten_config(base[0].config).get(k) for k in keys}
         chosen = {}
         for key, pool in keyed.items():
@@ -142,25 +148,42 @@ def decide(cells: list[Cell], stage: str, losses: Mapping[str, float | None],
                 candidates.setdefault(flatten_config(c.config)[key], []).append(losses[c.id])
             best, means = choose(candidates, default_of[key])
             chosen[key] = best
-            rows += [{"stage": stage, "group": group, "key": key, "value": v,
-                      "mean_loss": m if math.isfinite(m) else None, "diverged": not math.isfinite(m),
-                      "n": len(candidates[v]), "chosen": v == best} for v, m in means.items()]
+            rows += [
+                {
+                    "stage": stage,
+                    "group": group,
+                    "key": key,
+                    "value": v,
+                    "mean_loss": m if math.isfinite(m) else None,
+                    "diverged": not math.isfinite(m),
+                    "n": len(candidates[v]),
+                    "chosen": v == best,
+                }
+                for v, m in means.items()
+            ]
         groups[group] = chosen
     return groups, rows
 
 
-def write_stage(config: Mapping[str, Any], sweep: str, stage: str, runs: str | Path,
-                search_dir: str | Path, out: str | Path | None = None) -> dict:
+def write_stage(
+    config: Mapping[str, Any],
+    sweep: str,
+    stage: str,
+    runs: str | Path,
+    search_dir: str | Path,
+    out: str | Path | None = None,
+) -> dict:
     """Decide `stage` of every staged block of `sweep` from its finished runs; write the file."""
     if sweep not in config["sweeps"]:
         raise PresetError(f"--sweep {sweep}: no such sweep; the preset's sweeps: {', '.join(config['sweeps'])}")
     spec = config["sweeps"][sweep]
     if not is_staged(spec):
         staged = [s for s, v in config["sweeps"].items() if is_staged(v)]
-        raise PresetError(f"--sweep {sweep}: not a staged search (no `staged` block); staged sweeps:"
-                          f" {', '.join(staged) or 'none'}")
+        raise PresetError(
+            f"--sweep {sweep}: not a staged search (no `staged` block); staged sweeps: {', '.join(staged) or 'none'}"
+        )
     decisions = load_decisions(search_dir, sweep)
-    decisions = {s: decisions[s] for s in STAGES[:STAGES.index(stage)] if s in decisions}
+    decisions = {s: decisions[s] for s in STAGES[: STAGES.index(stage)] if s in decisions}
     if len(decisions) < STAGES.index(stage):
         raise PresetError(f"sweep {sweep}: stage {stage} needs the earlier stages decided first")
     cells = expand_sweep(sweep, spec, config.get("defaults", {}), config.get("resources", {}), decisions)

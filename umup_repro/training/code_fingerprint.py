@@ -20,22 +20,23 @@ PACKAGE = Path(__file__).resolve().parent.parent  # umup_repro/
 
 # source files (relative to umup_repro/) whose content decides a training run's numbers
 RESULT_MODULES = (
-    "core/config.py",             # defaults, resolution of the parametrization's rules
-    "core/parametrizations.py",   # each parametrization's family, HP defaults, default η, embedding-LR rule, FP8
-    "model/parametrization.py",    # init std, multipliers, LR factors
-    "model/ops.py",           # unit-scaled ops
-    "model/fp8.py",           # FP8 casts
-    "model/decoder.py",           # the decoder
-    "model/optim.py",           # Adam and its parameter groups
-    "model/rms.py",           # what the RMS log measures
-    "training/lightning_module.py",   # the training step, schedule, divergence check
-    "training/train.py",           # the Trainer's settings (precision, seeds)
-    "training/distributed.py",        # which rows of a step's batch each rank trains on
+    "core/config.py",  # defaults, resolution of the parametrization's rules
+    "core/parametrizations.py",  # each parametrization's family, HP defaults, default η, embedding-LR rule, FP8
+    "model/parametrization.py",  # init std, multipliers, LR factors
+    "model/ops.py",  # unit-scaled ops
+    "model/fp8.py",  # FP8 casts
+    "model/decoder.py",  # the decoder
+    "model/optim.py",  # Adam and its parameter groups
+    "model/rms.py",  # what the RMS log measures
+    "training/lightning_module.py",  # the training step, schedule, divergence check
+    "training/train.py",  # the run's lifecycle (seeds, resume)
+    "training/trainer.py",  # the Trainer's settings (precision, determinism)
+    "training/distributed.py",  # which rows of a step's batch each rank trains on
     "data/__init__.py",
-    "data/batches.py",       # which tokens form a batch
+    "data/batches.py",  # which tokens form a batch
     "data/cache.py",
-    "data/corpora.py",       # the corpora and their validation split
-    "data/tokenizer.py",     # the BPE tokenizer
+    "data/corpora.py",  # the corpora and their validation split
+    "data/tokenizer.py",  # the BPE tokenizer
     "data/tokens.py",
 )
 

@@ -24,7 +24,7 @@ def global_rank() -> int:
 
 
 def build_strategy(config: RunConfig):
-    """"auto" for one process; DDP (replicas; gloo on CPU, NCCL on GPUs); FSDP (parameters,
+    """ "auto" for one process; DDP (replicas; gloo on CPU, NCCL on GPUs); FSDP (parameters,
     gradients and optimizer state sharded per transformer block; checkpoints gathered whole on
     rank 0, so the run folder keeps its one last.ckpt). Lightning's FSDP needs CUDA GPUs."""
     import torch
@@ -37,15 +37,20 @@ def build_strategy(config: RunConfig):
 
         return DDPStrategy()
     if not torch.cuda.is_available():
-        raise CellError("distributed.strategy fsdp needs CUDA GPUs (Lightning's FSDPStrategy refuses the CPU);"
-                        " use distributed.strategy ddp on CPU")
+        raise CellError(
+            "distributed.strategy fsdp needs CUDA GPUs (Lightning's FSDPStrategy refuses the CPU);"
+            " use distributed.strategy ddp on CPU"
+        )
     import functools
 
     from lightning.pytorch.strategies import FSDPStrategy
     from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
 
-    return FSDPStrategy(auto_wrap_policy=functools.partial(lambda_auto_wrap_policy, lambda_fn=_fsdp_unit),
-                        state_dict_type="full", use_orig_params=True)
+    return FSDPStrategy(
+        auto_wrap_policy=functools.partial(lambda_auto_wrap_policy, lambda_fn=_fsdp_unit),
+        state_dict_type="full",
+        use_orig_params=True,
+    )
 
 
 def _fsdp_unit(module) -> bool:
@@ -80,5 +85,7 @@ def srun_prefix(config: RunConfig) -> str:
     d = config.distributed
     if d.world_size == 1:
         return ""
-    return (f"${{SLURM_JOB_ID:+srun --nodes={d.nodes} --ntasks={d.world_size} --ntasks-per-node={d.devices}"
-            " --overlap --input=all --kill-on-bad-exit=1} ")
+    return (
+        f"${{SLURM_JOB_ID:+srun --nodes={d.nodes} --ntasks={d.world_size} --ntasks-per-node={d.devices}"
+        " --overlap --input=all --kill-on-bad-exit=1} "
+    )

@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -34,13 +34,12 @@ import torch
 from umup_repro.core.atomic import atomic_path, fsync_file
 from umup_repro.core.config import RunConfig, config_hash
 from umup_repro.data import train_batch
-from umup_repro.training.distributed import full_parameters
 from umup_repro.model.decoder import build_model, count_parameters
 from umup_repro.model.optim import build_optimizer, build_scheduler, lr_multiplier
 from umup_repro.model.rms import record_activations, rms_rows, weight_rms
+from umup_repro.training.distributed import full_parameters
 from umup_repro.training.run_folder import write_rows
 from umup_repro.training.run_format import CHECKPOINT, STATE_KEY, RunFolderError
-
 
 
 def _unwrapped(name: str) -> str:
@@ -56,10 +55,11 @@ class StepBatches:
     is empty), so Lightning treats it as resumable: the restored global step is the whole loader
     state."""
 
-    def __init__(self, tokens: np.ndarray, config: RunConfig, start: Callable[[], int],
-                 rank: Callable[[], int] = lambda: 0):
+    def __init__(
+        self, tokens: np.ndarray, config: RunConfig, start: Callable[[], int], rank: Callable[[], int] = lambda: 0
+    ):
         # data.train_tokens (TP-V's setting): windows from the split's first N tokens only, so data repeats
-        self.tokens = tokens[:config.data.train_tokens] if config.data.train_tokens else tokens
+        self.tokens = tokens[: config.data.train_tokens] if config.data.train_tokens else tokens
         self.config, self.start, self.rank = config, start, rank
 
     def __len__(self) -> int:
@@ -72,7 +72,7 @@ class StepBatches:
         for step in range(self.start(), t.steps):
             batch = train_batch(self.tokens, seed=t.seed, step=step, batch_size=t.batch_size, seq_len=m.seq_len)
             for k in range(d.accumulate):
-                yield step, k, batch[first + k * micro:first + (k + 1) * micro]
+                yield step, k, batch[first + k * micro : first + (k + 1) * micro]
 
     def state_dict(self) -> dict:
         return {}
@@ -87,30 +87,37 @@ class CellModule(L.LightningModule):
     All logged rows are module state (saved in checkpoints), so a resumed run's files equal an
     uninterrupted run's."""
 
-    def __init__(self, config: RunConfig, val_batches: Sequence[torch.Tensor], *,
-                 folder: Optional[Path] = None, progress: str = "none", log_every: int = 0):
+    def __init__(
+        self,
+        config: RunConfig,
+        val_batches: Sequence[torch.Tensor],
+        *,
+        folder: Path | None = None,
+        progress: str = "none",
+        log_every: int = 0,
+    ):
         super().__init__()
         self.config = config
         self.model = build_model(config)  # from the RNG state seeded by the caller
         self.n_parameters = count_parameters(self.model)  # before any sharding
         self._val_cpu = list(val_batches)
-        self._val_dev: Optional[list[torch.Tensor]] = None
+        self._val_dev: list[torch.Tensor] | None = None
         self.folder, self.progress, self.log_every = folder, progress, log_every
         self.tokens_per_step = config.train.batch_size * config.model.seq_len
         # logged state (checkpointed)
         self.metrics: dict[int, dict] = {}
         self.rms: list[tuple] = []
-        self.diverged: Optional[str] = None
+        self.diverged: str | None = None
         self.train_seconds = 0.0  # time in training steps (validation and checkpoints excluded)
         self.timed_tokens = 0
         self.wall_before = 0.0  # wall seconds of earlier attempts, up to their last checkpoint
         self.attempts = 1
         # per process
         self.started = time.perf_counter()
-        self.stop_signal: Optional[int] = None
-        self._acts: Optional[dict] = None
-        self._mark: Optional[float] = None
-        self._last_print: Optional[tuple[float, int]] = None
+        self.stop_signal: int | None = None
+        self._acts: dict | None = None
+        self._mark: float | None = None
+        self._last_print: tuple[float, int] | None = None
 
     # ---- optimisation ----------------------------------------------------------------
     def configure_optimizers(self):
@@ -122,8 +129,12 @@ class CellModule(L.LightningModule):
         if step not in self.metrics:
             eta = self.config.train.lr
             assert eta is not None, "a resolved config (resolve_config fills train.lr)"
-            self.metrics[step] = {"tokens": step * self.tokens_per_step, "train_loss": None, "val_loss": None,
-                                  "lr": eta * lr_multiplier(step, self.config.train)}
+            self.metrics[step] = {
+                "tokens": step * self.tokens_per_step,
+                "train_loss": None,
+                "val_loss": None,
+                "lr": eta * lr_multiplier(step, self.config.train),
+            }
         return self.metrics[step]
 
     def _mean_over_ranks(self, x: torch.Tensor) -> float:
@@ -152,8 +163,11 @@ class CellModule(L.LightningModule):
             row["train_loss"] /= accumulate
         bound = self.config.train.diverge_loss
         if not math.isfinite(value) or value > bound:
-            self.diverged = (f"train loss {value} at step {t}" if not math.isfinite(value)
-                             else f"train loss {value:.4g} above train.diverge_loss={bound:g} at step {t}")
+            self.diverged = (
+                f"train loss {value} at step {t}"
+                if not math.isfinite(value)
+                else f"train loss {value:.4g} above train.diverge_loss={bound:g} at step {t}"
+            )
             if self._acts is not None:  # the weights and activations that diverged; no gradients
                 with full_parameters(self.trainer):
                     self.rms += [(t, _unwrapped(n), "weight", v) for n, v in weight_rms(self.model).items()]
@@ -247,12 +261,22 @@ class CellModule(L.LightningModule):
         rate = (g - g0) * self.tokens_per_step / max(now - t0, 1e-9)
         self._last_print = (now, g)
         row = self.metrics.get(g - 1, {})
-        val = next((self.metrics[s]["val_loss"] for s in sorted(self.metrics, reverse=True)
-                    if self.metrics[s]["val_loss"] is not None), None)
+        val = next(
+            (
+                self.metrics[s]["val_loss"]
+                for s in sorted(self.metrics, reverse=True)
+                if self.metrics[s]["val_loss"] is not None
+            ),
+            None,
+        )
         loss = row.get("train_loss")
-        parts = [f"step {g}/{self.config.train.steps}", f"loss {loss:.4f}" if loss is not None else "loss -",
-                 f"val {val:.4f}" if val is not None else "val -", f"lr {row.get('lr', 0.0):.3g}",
-                 f"tok/s {rate:.0f}"]
+        parts = [
+            f"step {g}/{self.config.train.steps}",
+            f"loss {loss:.4f}" if loss is not None else "loss -",
+            f"val {val:.4f}" if val is not None else "val -",
+            f"lr {row.get('lr', 0.0):.3g}",
+            f"tok/s {rate:.0f}",
+        ]
         print(" ".join(parts), flush=True)
 
     # ---- checkpoints ---------------------------------------------------------------------

@@ -11,8 +11,9 @@ run_cell checks the choice before its folder's lock, where a refused or no-op ru
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
@@ -24,7 +25,7 @@ class LoggerError(ValueError):
     """An unknown logger, or a known one whose package is not installed."""
 
 
-def chosen(names: Optional[Sequence[str]] = None) -> list[str]:
+def chosen(names: Sequence[str] | None = None) -> list[str]:
     """The loggers asked for: `names` if given, else $UMUP_LOGGERS; checked against KNOWN."""
     if not names:
         names = [n for n in os.environ.get("UMUP_LOGGERS", "").split(",") if n.strip()]
@@ -48,8 +49,9 @@ def build_loggers(names: Sequence[str], out: Path, cell: str) -> list:
             elif name == "wandb":
                 from lightning.pytorch.loggers import WandbLogger
 
-                loggers.append(WandbLogger(project=os.environ.get("WANDB_PROJECT", "umup-repro"), name=cell,
-                                           save_dir=str(out)))
+                loggers.append(
+                    WandbLogger(project=os.environ.get("WANDB_PROJECT", "umup-repro"), name=cell, save_dir=str(out))
+                )
         except ModuleNotFoundError as err:  # Lightning's loggers need their own packages
             package = "tensorboard" if name == "tensorboard" else "wandb"
             raise LoggerError(f"logger {name}: {err}; install it with `pip install {package}`") from None

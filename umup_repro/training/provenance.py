@@ -11,7 +11,7 @@ import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from umup_repro.core.compute import PEAK_BF16_FLOPS
 
@@ -22,14 +22,20 @@ if TYPE_CHECKING:
 LIGHTNING_MISREADS = ("L40S",)
 
 
-def git_commit() -> tuple[str, Optional[bool]]:
+def git_commit() -> tuple[str, bool | None]:
     """(commit of the source tree this package runs from, whether it has uncommitted changes)."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         return commit or "unknown", bool(dirty)
     except (OSError, subprocess.SubprocessError):
         return "unknown", None
@@ -55,7 +61,7 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
-def peak_flops(device: torch.device, precision: str = "bf16-mixed") -> Optional[float]:
+def peak_flops(device: torch.device, precision: str = "bf16-mixed") -> float | None:
     """The device's dense peak FLOP/s at the training precision ("bf16-mixed" or "32"; tf32 where
     Lightning would use it), or None (CPU, unknown GPU). Lightning's per-precision table
     (`get_available_flops`), except for chips it misreads; our bf16 table for those it lacks."""
@@ -82,5 +88,10 @@ def provenance(device: torch.device) -> dict:
     """The summary's provenance fields, in their order: device, hostname, versions, git_commit,
     git_dirty."""
     commit, dirty = git_commit()
-    return {"device": describe_device(device), "hostname": socket.gethostname(), "versions": package_versions(),
-            "git_commit": commit, "git_dirty": dirty}
+    return {
+        "device": describe_device(device),
+        "hostname": socket.gethostname(),
+        "versions": package_versions(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }

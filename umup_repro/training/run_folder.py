@@ -19,23 +19,32 @@ import contextlib
 import json
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from umup_repro.core.atomic import write_text
 from umup_repro.core.config import RunConfig, config_hash, config_to_dict, flatten_config, resolve_config
-from umup_repro.training.run_format import (CHECKPOINT, METRICS_COLUMNS, RMS_COLUMNS, RUN_FILES, CellError, ReadBackError, check_rows_of,
-                                            RunFolderError, check_tables, read_summary)
+from umup_repro.training.run_format import (
+    CHECKPOINT,
+    METRICS_COLUMNS,
+    RMS_COLUMNS,
+    RUN_FILES,
+    CellError,
+    ReadBackError,
+    RunFolderError,
+    check_rows_of,
+    check_tables,
+    read_summary,
+)
 
 if TYPE_CHECKING:
     import torch
 
 # --------------------------------------------------------------------------------------------
 # State and lock
-
-
 
 
 def check_out(out: Path) -> None:
@@ -49,12 +58,14 @@ def check_out(out: Path) -> None:
     if out.is_dir() and not (out / "config.yaml").exists():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES and ".tmp-" not in p.name)
         if foreign:
-            raise RunFolderError(f"--out {out} is not a run folder of this tool (it holds {', '.join(foreign[:5])});"
-                                 " choose a new or empty folder")
+            raise RunFolderError(
+                f"--out {out} is not a run folder of this tool (it holds {', '.join(foreign[:5])});"
+                " choose a new or empty folder"
+            )
 
 
 def folder_state(out: Path, resolved: dict) -> str:
-    """"complete" (summary present, same config), "resume" (same config, incomplete) or "new".
+    """ "complete" (summary present, same config), "resume" (same config, incomplete) or "new".
     Raises RunFolderError when the folder holds another config, or a config.yaml or summary.json
     that does not read back (umup_repro/training/run_format.py). Call it under the folder's lock."""
     from umup_repro.core.safe_yaml import load as load_yaml
@@ -64,12 +75,14 @@ def folder_state(out: Path, resolved: dict) -> str:
         try:
             existing = load_yaml(cfg.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise RunFolderError(f"{cfg}: not a readable config ({err}); delete the run folder or choose another"
-                                 " --out") from None
+            raise RunFolderError(
+                f"{cfg}: not a readable config ({err}); delete the run folder or choose another --out"
+            ) from None
         if existing != resolved:
             raise RunFolderError(
                 f"run folder {out} holds a different config (differs in: {config_difference(existing, resolved)});"
-                " choose another --out or delete the folder")
+                " choose another --out or delete the folder"
+            )
         if not (out / "summary.json").exists():
             return "resume"
         try:
@@ -171,7 +184,7 @@ def prepare(out: Path, config: RunConfig, state: str) -> bool:
 # Files
 
 
-def _fmt(x: Optional[float]) -> str:
+def _fmt(x: float | None) -> str:
     return "" if x is None else repr(float(x))
 
 
@@ -214,19 +227,19 @@ def remove_checkpoints(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _sweep_name(out: Path, sweep: Optional[str]) -> str:
+def _sweep_name(out: Path, sweep: str | None) -> str:
     return sweep if sweep is not None else out.resolve().parent.name
 
 
-def _finite_or_none(x: Optional[float]) -> Optional[float]:
+def _finite_or_none(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, sweep: Optional[str]) -> dict:
+def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, sweep: str | None) -> dict:
     """summary.json's content from a trained (or diverged) CellModule."""
-    from umup_repro.training.code_fingerprint import code_fingerprint
     from umup_repro.core.compute import flops_per_token
     from umup_repro.model.decoder import count_parameters
+    from umup_repro.training.code_fingerprint import code_fingerprint
     from umup_repro.training.provenance import peak_flops, provenance
 
     metrics = module.metrics
@@ -242,7 +255,8 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
         "final_train_loss": _finite_or_none(metrics[trained[-1]]["train_loss"]) if trained else None,
         # A diverged run has no final validation loss: its last one predates the divergence and
         # would read as a result (metrics.csv keeps the rows from before the divergence).
-        "final_val_loss": _finite_or_none(metrics[validated[-1]]["val_loss"]) if validated and not module.diverged
+        "final_val_loss": _finite_or_none(metrics[validated[-1]]["val_loss"])
+        if validated and not module.diverged
         else None,
         "final_val_step": validated[-1] if validated and not module.diverged else None,
         "diverged": bool(module.diverged),
@@ -268,7 +282,7 @@ def make_summary(config: RunConfig, module, device: torch.device, out: Path, *, 
 # Reuse
 
 
-def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: Optional[str] = None) -> int:
+def copy_run(config: RunConfig, src: str | Path, out: str | Path, *, sweep: str | None = None) -> int:
     """Reuse a complete run of the same cell from another sweep's folder (a cell shared by two
     sweeps is trained once). The config must resolve to the same cell; summary.json goes last."""
 

@@ -16,10 +16,9 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from umup_repro.training.run_schema import summary_problem
-
 
 METRICS_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "lr")
 RMS_COLUMNS = ("step", "tensor", "kind", "rms")
@@ -43,7 +42,6 @@ class ReadBackError(ValueError):
     """A run folder's file that is unreadable, incomplete or another cell's."""
 
 
-
 def read_summary(path: Path, cell: str) -> dict[str, Any]:
     """summary.json of cell `cell`, checked: valid JSON, an object, its `cell` and `config_hash`
     equal to the cell id, and the fields the tables need."""
@@ -58,8 +56,12 @@ def read_summary(path: Path, cell: str) -> dict[str, Any]:
         if summary.get(key) != cell:
             raise ReadBackError(f"{path}: its {key} is {summary.get(key)!r}, not the folder's cell {cell}; {fix}")
     steps = summary.get("steps_done")
-    if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
-            or not isinstance(summary.get("diverged"), bool)):
+    if (
+        not isinstance(steps, int)
+        or isinstance(steps, bool)
+        or steps < 0
+        or not isinstance(summary.get("diverged"), bool)
+    ):
         raise ReadBackError(f"{path}: steps_done or diverged missing or invalid; {fix}")
     problem = summary_problem(summary)  # every number a number, losses finite (umup_repro/training/run_schema.py)
     if problem is not None:
@@ -83,8 +85,10 @@ def check_tables(folder: Path, summary: dict[str, Any]) -> None:
             raise ReadBackError(f"{path}: header is not {','.join(columns)}; {fix}")
         found = len(lines) - 1
         if rows is not None and found != rows:
-            raise ReadBackError(f"{path}: {found} rows, but the summary's steps_done = {summary['steps_done']}"
-                                f" needs {rows} (truncated?); {fix}")
+            raise ReadBackError(
+                f"{path}: {found} rows, but the summary's steps_done = {summary['steps_done']}"
+                f" needs {rows} (truncated?); {fix}"
+            )
         if rows is None and found < 1:
             raise ReadBackError(f"{path}: no rows; {fix}")
 
@@ -97,14 +101,21 @@ def check_rows_of(folder: Path, summary: dict[str, Any]) -> None:
 
     folder = Path(folder)
     for name in ("metrics.csv", "rms.csv"):
+        path = folder / name
         try:
-            check_rows((folder / name).read_text(encoding="utf-8"), name, diverged=lambda _: summary["diverged"],
-                       file_of=lambda _: folder / name)
+            check_rows(
+                path.read_text(encoding="utf-8"),
+                name,
+                diverged=lambda _: summary["diverged"],
+                file_of=lambda _: path,  # noqa: B023 (called before the loop moves on)
+            )
         except RowsError as err:
-            raise ReadBackError(f"{err}; delete {folder / 'summary.json'} (or the run folder) and rerun the cell")
+            raise ReadBackError(
+                f"{err}; delete {folder / 'summary.json'} (or the run folder) and rerun the cell"
+            ) from None
 
 
-def checkpoint_problem(path: Path, cell: str) -> Optional[str]:
+def checkpoint_problem(path: Path, cell: str) -> str | None:
     """Why the checkpoint at `path` cannot be resumed from (None if it can): it must load and
     hold our state for cell `cell`, the model weights and the optimizer state.
 
@@ -122,8 +133,10 @@ def checkpoint_problem(path: Path, cell: str) -> Optional[str]:
         if "Weights only load failed" in text:
             found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
             what = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
-            return (f"it does not load safely: it holds {what}, which no checkpoint of this tool holds"
-                    " (not unpickled; kept for inspection)")
+            return (
+                f"it does not load safely: it holds {what}, which no checkpoint of this tool holds"
+                " (not unpickled; kept for inspection)"
+            )
         return f"it does not load ({err.__class__.__name__}: {text[:120]})"
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get(STATE_KEY), dict):
         return "it is not a checkpoint of this tool"

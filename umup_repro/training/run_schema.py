@@ -12,8 +12,9 @@ every number finite.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Callable, Mapping, Optional
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,20 +32,20 @@ class Summary(BaseModel):
     config_hash: str
     steps_done: Count
     diverged: Annotated[bool, Field(strict=True)]
-    final_train_loss: Optional[FiniteFloat] = None
-    final_val_loss: Optional[FiniteFloat] = None
-    final_val_step: Optional[Count] = None
-    tokens: Optional[Count] = None
-    parameters: Optional[Count] = None
-    attempts: Optional[Count] = None
-    wall_seconds: Optional[NonNegative] = None
-    train_seconds: Optional[NonNegative] = None
-    tokens_per_second: Optional[NonNegative] = None
-    flops_per_token: Optional[NonNegative] = None
-    mfu: Optional[FiniteFloat] = None
+    final_train_loss: FiniteFloat | None = None
+    final_val_loss: FiniteFloat | None = None
+    final_val_step: Count | None = None
+    tokens: Count | None = None
+    parameters: Count | None = None
+    attempts: Count | None = None
+    wall_seconds: NonNegative | None = None
+    train_seconds: NonNegative | None = None
+    tokens_per_second: NonNegative | None = None
+    flops_per_token: NonNegative | None = None
+    mfu: FiniteFloat | None = None
 
 
-def summary_problem(summary: Mapping[str, Any]) -> Optional[str]:
+def summary_problem(summary: Mapping[str, Any]) -> str | None:
     """The first field of `summary` that the model refuses, as "field: why (got value)"; None if valid."""
     try:
         Summary.model_validate(summary)
@@ -68,8 +69,9 @@ class RowsError(ValueError):
     """A row of metrics.csv or rms.csv that is not what a run writes."""
 
 
-def check_rows(text: str, name: str, *, diverged: Callable[[Optional[str]], bool],
-               file_of: Callable[[Optional[str]], Path]) -> None:
+def check_rows(
+    text: str, name: str, *, diverged: Callable[[str | None], bool], file_of: Callable[[str | None], Path]
+) -> None:
     """Check the rows of `name` (metrics.csv or rms.csv) in `text`: one run's file, or a long table
     whose first column is `cell`. `diverged(cell)` and `file_of(cell)` (cell None for one file)
     say whether that run diverged and which file to name. RowsError names file, line, field."""
@@ -81,16 +83,24 @@ def check_rows(text: str, name: str, *, diverged: Callable[[Optional[str]], bool
     suspicious = any(spelling in text for spelling in ("nan", "NaN", "NAN", "Nan"))  # (a fast scan)
     header = text.split("\n", 1)[0].split(",")
     used = [c for c in header if c in integers + numbers + optional]  # (no text columns: fast)
-    frame = pd.read_csv(io.StringIO(text), usecols=used, dtype=str if suspicious else None,
-                        keep_default_na=not suspicious, na_values=[""] if suspicious else None)
+    frame = pd.read_csv(
+        io.StringIO(text),
+        usecols=used,
+        dtype=str if suspicious else None,
+        keep_default_na=not suspicious,
+        na_values=[""] if suspicious else None,
+    )
     if frame.empty:
         return
     found: list = []
 
     def cells():  # each row's cell (None for one run's file), read only when needed
         if not found:
-            found.append(pd.read_csv(io.StringIO(text), usecols=["cell"], dtype=str)["cell"] if "cell" in header
-                         else pd.Series([None] * len(frame), index=frame.index, dtype=object))
+            found.append(
+                pd.read_csv(io.StringIO(text), usecols=["cell"], dtype=str)["cell"]
+                if "cell" in header
+                else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+            )
         return found[0]
 
     run_diverged = None
@@ -114,7 +124,15 @@ def check_rows(text: str, name: str, *, diverged: Callable[[Optional[str]], bool
         if bad.any():
             i, cell = bad.idxmax(), cells().loc[bad.idxmax()]
             line = int((cells().loc[:i] == cell).sum()) + 1 if cell is not None else i + 2  # in that run's file
-            why = ("is missing" if missing.loc[i] else "is not a number" if not_number.loc[i]
-                   else "is not a non-negative integer" if not_count.loc[i] else "is not finite in a run not diverged")
-            raise RowsError(f"{file_of(cell)}: line {line}: {column} {why}"
-                            f" (got '{'' if empty.loc[i] else raw.loc[i]}')")
+            why = (
+                "is missing"
+                if missing.loc[i]
+                else "is not a number"
+                if not_number.loc[i]
+                else "is not a non-negative integer"
+                if not_count.loc[i]
+                else "is not finite in a run not diverged"
+            )
+            raise RowsError(
+                f"{file_of(cell)}: line {line}: {column} {why} (got '{'' if empty.loc[i] else raw.loc[i]}')"
+            )

@@ -24,138 +24,50 @@ only train (and take part in the collective checkpoints).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import signal
 import sys
-import threading
 import time
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
 
 import yaml
 
-from umup_repro.training import run_folder
 from umup_repro.core import safe_yaml
 from umup_repro.core.config import RunConfig, config_hash, config_to_dict
+from umup_repro.training import run_folder
 from umup_repro.training.distributed import global_rank
 from umup_repro.training.run_folder import copy_run
 from umup_repro.training.run_format import CellError
+from umup_repro.training.trainer import build_trainer, progress_mode, quiet_lightning, stop_signals
+
 
 # SIGINT (Ctrl-C) too: a checkpoint, then exit 130 (Lightning would turn it into exit 1, no checkpoint)
-STOP_SIGNALS = tuple(s for s in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
-
-
-def _progress_mode(progress: str) -> str:
-    if progress == "auto":
-        return "bar" if sys.stderr.isatty() else "lines"
-    if progress not in ("bar", "lines", "none"):
-        raise ValueError(f"progress must be auto, bar, lines or none (got {progress!r})")
-    return progress
-
-
-@contextlib.contextmanager
-def _stop_signals(module) -> Iterator[None]:
-    """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 ask for a checkpoint at the end of the current step, then a stop.
-    (Lightning adds its own SIGTERM handler on top of this one and calls it too.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum, _frame):
-        module.stop_signal = signum
-        if signum == signal.SIGINT:  # a second Ctrl-C stops at once, without the checkpoint
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name)
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")  # divergence
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 deprecation
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # loggers get every row
-    # a local run on a machine that has `srun` is not a mistake (SLURM jobs run us through sbatch)
-    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
-
-
-def build_trainer(config: RunConfig, *, progress: str, callbacks: Sequence = (), loggers: Sequence = ()):
-    """The Trainer of one cell: CPU or accelerators, chosen automatically; one process per device
-    (distributed.devices per node, distributed.nodes nodes); `loggers`: optional Lightning loggers
-    (umup_repro/training/loggers.py), fed the metrics.csv rows."""
-    import lightning as L
-    import torch
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    from umup_repro.training.distributed import build_strategy
-
-    plugins: list[Any] = []
-    if SLURMEnvironment.detect():
-        plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the scheduler's job
-    callbacks = list(callbacks)
-    if loggers:
-        from umup_repro.training.logger_callback import MetricsToLoggers
-
-        callbacks.append(MetricsToLoggers())
-    if progress == "bar":
-        from lightning.pytorch.callbacks import TQDMProgressBar
-
-        callbacks.append(TQDMProgressBar())
-    cpu = not torch.cuda.is_available()
-    t = config.train
-    torch.set_float32_matmul_precision("high" if t.precision == "tf32" else "highest")  # TF32 tensor cores or not
-    return L.Trainer(
-        accelerator="auto",
-        devices=config.distributed.devices,
-        num_nodes=config.distributed.nodes,
-        strategy=build_strategy(config),
-        accumulate_grad_batches=config.distributed.accumulate,
-        precision="bf16-mixed" if t.precision == "bf16-mixed" else "32-true",
-        max_steps=t.steps,
-        max_epochs=-1,
-        logger=list(loggers) or False,
-        enable_checkpointing=False,  # ours: after validation, in the run folder, atomically
-        enable_model_summary=False,
-        enable_progress_bar=progress == "bar",
-        num_sanity_val_steps=0,
-        gradient_clip_val=t.grad_clip,
-        gradient_clip_algorithm="norm",
-        deterministic=True if cpu else "warn",  # GPU: flash-attention backward has no deterministic kernel
-        use_distributed_sampler=False,
-        callbacks=callbacks,
-        plugins=plugins or None,
-        default_root_dir=None,
-    )
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How a cell is run, as its caller chose (what is run is its config): see `run_cell`."""
-    sweep: Optional[str] = None
+
+    sweep: str | None = None
     progress: str = "auto"
-    log_every: Optional[int] = None
+    log_every: int | None = None
     keep_checkpoints: bool = False
     callbacks: Sequence = ()
     loggers: Sequence[str] = ()
 
 
-def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = None, progress: str = "auto",
-             log_every: Optional[int] = None, keep_checkpoints: bool = False, callbacks: Sequence = (),
-             tokens: Optional[dict] = None, loggers: Optional[Sequence[str]] = None) -> int:
+def run_cell(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    sweep: str | None = None,
+    progress: str = "auto",
+    log_every: int | None = None,
+    keep_checkpoints: bool = False,
+    callbacks: Sequence = (),
+    tokens: dict | None = None,
+    loggers: Sequence[str] | None = None,
+) -> int:
     """Train one cell into `out_dir`; returns the exit code (0: complete or diverged;
     128 + signum: stopped by a signal after saving a checkpoint). Raises CellError (missing data,
     a folder holding another config or in use by another process) before anything is trained.
@@ -166,8 +78,9 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
     started = time.perf_counter()
     out = Path(out_dir)
     cell = config_hash(config)
-    options = RunOptions(sweep=sweep, progress=progress, log_every=log_every, keep_checkpoints=keep_checkpoints,
-                         callbacks=callbacks)
+    options = RunOptions(
+        sweep=sweep, progress=progress, log_every=log_every, keep_checkpoints=keep_checkpoints, callbacks=callbacks
+    )
     if global_rank() != 0:  # rank 0 holds the folder (lock, files, summary); the others only train
         if run_folder.folder_state(out, config_to_dict(config)) == "complete":
             return 0
@@ -207,17 +120,23 @@ def run_cell(config: RunConfig, out_dir: str | Path, *, sweep: Optional[str] = N
             raise CellError(_OUT_OF_MEMORY.format(cell=cell) + f" ({str(err).splitlines()[0][:200]})") from None
 
 
-_OUT_OF_MEMORY = ("cell {cell}: out of memory; the model or batch does not fit on this machine: lower model.width,"
-                  " model.depth, model.vocab_size, model.seq_len or train.batch_size")
+_OUT_OF_MEMORY = (
+    "cell {cell}: out of memory; the model or batch does not fit on this machine: lower model.width,"
+    " model.depth, model.vocab_size, model.seq_len or train.batch_size"
+)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
     text = str(err)
-    return (type(err).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
-            or "can't allocate memory" in text or "not enough memory" in text.lower())
+    return (
+        type(err).__name__ == "OutOfMemoryError"
+        or "out of memory" in text.lower()
+        or "can't allocate memory" in text
+        or "not enough memory" in text.lower()
+    )
 
 
-def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
+def _load_data(config: RunConfig, tokens: dict | None) -> tuple[dict, list]:
     """(token arrays, validation batches); CellError when the data is missing or too short."""
     from umup_repro.data import DataUnavailableError, token_arrays, validation_batches
 
@@ -227,10 +146,13 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
         m, t = config.model, config.train
         for split in ("train", "validation"):
             if len(tokens[split]) < m.seq_len + 2:
-                raise ValueError(f"data: the {split} split has {len(tokens[split])} tokens, fewer than"
-                                 f" model.seq_len + 2 = {m.seq_len + 2}")
-        val = validation_batches(tokens["validation"], batch_size=t.batch_size, seq_len=m.seq_len,
-                                 n_batches=config.data.val_batches)
+                raise ValueError(
+                    f"data: the {split} split has {len(tokens[split])} tokens, fewer than"
+                    f" model.seq_len + 2 = {m.seq_len + 2}"
+                )
+        val = validation_batches(
+            tokens["validation"], batch_size=t.batch_size, seq_len=m.seq_len, n_batches=config.data.val_batches
+        )
     except (DataUnavailableError, ValueError, OSError) as err:
         from umup_repro.core.errors import os_error_message
 
@@ -239,7 +161,7 @@ def _load_data(config: RunConfig, tokens: Optional[dict]) -> tuple[dict, list]:
     return tokens, val
 
 
-def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
+def _usable_checkpoint(ckpt: Path, cell: str) -> Path | None:
     """The checkpoint to resume from, or None: an unusable one (truncated, empty, garbage, another
     cell's, one holding objects that are not tensors) is moved aside, unloaded, and kept; the cell
     starts over from scratch, with a warning; a fresh start
@@ -259,12 +181,16 @@ def _usable_checkpoint(ckpt: Path, cell: str) -> Optional[Path]:
     ckpt.replace(aside)  # kept (never deleted, also when the run completes): run_folder.remove_checkpoints
     for name in ("metrics.csv", "rms.csv"):  # rows of the lost progress
         (ckpt.parent.parent / name).unlink(missing_ok=True)
-    print(f"cell {cell}: warning: checkpoint {ckpt} is unusable ({problem}); moved to {aside.name},"
-          " starting the cell over from scratch", file=sys.stderr, flush=True)
+    print(
+        f"cell {cell}: warning: checkpoint {ckpt} is unusable ({problem}); moved to {aside.name},"
+        " starting the cell over from scratch",
+        file=sys.stderr,
+        flush=True,
+    )
     return None
 
 
-def _checkpoint_if_usable(ckpt: Path, cell: str) -> Optional[Path]:
+def _checkpoint_if_usable(ckpt: Path, cell: str) -> Path | None:
     """What a rank other than 0 resumes from: the same answer as rank 0's `_usable_checkpoint`,
     without touching the folder (rank 0 moves an unusable checkpoint aside)."""
     from umup_repro.training.run_format import checkpoint_problem
@@ -278,17 +204,17 @@ def _train(config: RunConfig, out: Path, data: tuple[dict, list], options: RunOp
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from umup_repro.training.lightning_module import CellModule, StepBatches
     from umup_repro.core.atomic import write_text
     from umup_repro.model.parametrization_table import parametrization_csv
+    from umup_repro.training.lightning_module import CellModule, StepBatches
     from umup_repro.training.provenance import describe_device
 
     m, t = config.model, config.train
     tokens, val = data
     cell = config_hash(config)
     ckpt = out / run_folder.CHECKPOINT
-    _quiet_lightning()
-    mode = _progress_mode(options.progress)
+    quiet_lightning()
+    mode = progress_mode(options.progress)
     log_every = options.log_every or max(1, t.steps // 10)
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = CellModule(config, val, folder=out, progress=mode, log_every=log_every)
@@ -306,10 +232,13 @@ def _train(config: RunConfig, out: Path, data: tuple[dict, list], options: RunOp
     resume = _usable_checkpoint(ckpt, cell) if global_rank() == 0 else _checkpoint_if_usable(ckpt, cell)
     if mode != "none":
         what = f"resuming from {resume}" if resume else "starting"
-        print(f"cell {cell} ({config.parametrization}, width {m.width}, depth {m.depth}, {t.steps} steps,"
-              f" {describe_device(trainer.strategy.root_device)}): {what} -> {out}", flush=True)
+        print(
+            f"cell {cell} ({config.parametrization}, width {m.width}, depth {m.depth}, {t.steps} steps,"
+            f" {describe_device(trainer.strategy.root_device)}): {what} -> {out}",
+            flush=True,
+        )
 
-    with _stop_signals(module):
+    with stop_signals(module):
         try:
             # weights_only: tensors and plain values only (verified so above, verify.checkpoint_problem)
             trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
@@ -317,8 +246,12 @@ def _train(config: RunConfig, out: Path, data: tuple[dict, list], options: RunOp
             module.stop_signal = module.stop_signal or signal.SIGTERM
     if module.stop_signal is not None and not module.diverged and module.global_step < t.steps:
         name = signal.Signals(int(module.stop_signal)).name
-        print(f"cell {cell}: stopped by signal {module.stop_signal} ({name}) at step {module.global_step};"
-              f" checkpoint in {ckpt}; rerun the same command to resume", file=sys.stderr, flush=True)
+        print(
+            f"cell {cell}: stopped by signal {module.stop_signal} ({name}) at step {module.global_step};"
+            f" checkpoint in {ckpt}; rerun the same command to resume",
+            file=sys.stderr,
+            flush=True,
+        )
         return 128 + int(module.stop_signal)
     if not module.diverged and module.global_step < t.steps:
         raise RuntimeError(f"training stopped at step {module.global_step} of {t.steps} for no known reason")
@@ -332,9 +265,12 @@ def _train(config: RunConfig, out: Path, data: tuple[dict, list], options: RunOp
         run_folder.remove_checkpoints(out)
     if mode != "none":
         status = f"DIVERGED ({module.diverged})" if module.diverged else "done"
-        print(f"cell {cell}: {status}; final train loss {summary['final_train_loss']}, val loss"
-              f" {summary['final_val_loss']}, {summary['wall_seconds']:.1f} s, {summary['tokens_per_second']:.0f}"
-              f" tok/s", flush=True)
+        print(
+            f"cell {cell}: {status}; final train loss {summary['final_train_loss']}, val loss"
+            f" {summary['final_val_loss']}, {summary['wall_seconds']:.1f} s, {summary['tokens_per_second']:.0f}"
+            f" tok/s",
+            flush=True,
+        )
     return 0
 
 
@@ -386,17 +322,29 @@ def main(args) -> int:
     try:
         config = load_config(args.config, args.set or [])
         if args.cell and config_hash(config) != args.cell:
-            raise ConfigError(f"--cell {args.cell}: the config resolves to cell {config_hash(config)}; the"
-                              " workflow and this package disagree on the config (stale DAG or changed defaults?)")
+            raise ConfigError(
+                f"--cell {args.cell}: the config resolves to cell {config_hash(config)}; the"
+                " workflow and this package disagree on the config (stale DAG or changed defaults?)"
+            )
         if config.train.warmup >= config.train.steps:  # allowed (a schedule study may want it), never silent
-            print(f"umup-repro train: warning: train.warmup = {config.train.warmup} >= train.steps ="
-                  f" {config.train.steps}: the LR never reaches its peak (set train.warmup below train.steps)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"umup-repro train: warning: train.warmup = {config.train.warmup} >= train.steps ="
+                f" {config.train.steps}: the LR never reaches its peak (set train.warmup below train.steps)",
+                file=sys.stderr,
+                flush=True,
+            )
         out = Path(args.out) if args.out else Path("results") / "runs" / "adhoc" / config_hash(config)
         if args.copy_from:
             return copy_run(config, args.copy_from, out, sweep=args.sweep)
-        return run_cell(config, out, sweep=args.sweep, progress=args.progress, log_every=args.log_every,
-                        keep_checkpoints=args.keep_checkpoints, loggers=getattr(args, "logger", None))
+        return run_cell(
+            config,
+            out,
+            sweep=args.sweep,
+            progress=args.progress,
+            log_every=args.log_every,
+            keep_checkpoints=args.keep_checkpoints,
+            loggers=getattr(args, "logger", None),
+        )
     except (ConfigError, CellError, ReadBackError) as err:
         print(f"umup-repro train: error: {err}", file=sys.stderr, flush=True)
         return 2

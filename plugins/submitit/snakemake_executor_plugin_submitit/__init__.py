@@ -20,8 +20,9 @@ slurm_partition, slurm_account, slurm_qos, slurm_constraint, slurm_extra.
 
 import os
 import subprocess
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import AsyncGenerator, List, Optional
+from typing import Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -33,8 +34,10 @@ try:
     from umup_repro.slurm import submit as slurm
     from umup_repro.slurm.status import LOST, JobStates
 except ModuleNotFoundError as err:  # not a declared dependency (see pyproject.toml): say what to install
-    raise ImportError("the submitit executor plugin needs umup-repro: `pip install -e . ./plugins/submitit` "
-                      "from the umup-repro checkout") from err
+    raise ImportError(
+        "the submitit executor plugin needs umup-repro: `pip install -e . ./plugins/submitit` "
+        "from the umup-repro checkout"
+    ) from err
 
 
 @dataclass
@@ -45,8 +48,9 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
     partition: Optional[str] = field(
         default=None,
-        metadata={"help": "Default partition when a job sets no slurm_partition resource and "
-                          "$UMUP_SLURM_PARTITION is unset."},
+        metadata={
+            "help": "Default partition when a job sets no slurm_partition resource and $UMUP_SLURM_PARTITION is unset."
+        },
     )
     account: Optional[str] = field(
         default=None,
@@ -62,20 +66,25 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
     signal_delay_s: int = field(
         default=120,
-        metadata={"help": "USR2 is sent this many seconds before the time limit; the job then "
-                          "checkpoints and is requeued. $UMUP_SLURM_SIGNAL_DELAY_S overrides."},
+        metadata={
+            "help": "USR2 is sent this many seconds before the time limit; the job then "
+            "checkpoints and is requeued. $UMUP_SLURM_SIGNAL_DELAY_S overrides."
+        },
     )
     max_requeues: int = field(
         default=3,
-        metadata={"help": "How many times a job may be requeued after hitting its time limit "
-                          "(preemptions do not count)."},
+        metadata={
+            "help": "How many times a job may be requeued after hitting its time limit (preemptions do not count)."
+        },
     )
     group_cpus: int = field(
         default=0,
-        metadata={"help": "CPUs of a packed group job (0: Snakemake's sum over the members that "
-                          "can run at once). With a cap, the group runs cap/cpus-per-cell members at "
-                          "a time and its time limit, memory and GPUs are scaled to match. "
-                          "$UMUP_SLURM_GROUP_CPUS overrides."},
+        metadata={
+            "help": "CPUs of a packed group job (0: Snakemake's sum over the members that "
+            "can run at once). With a cap, the group runs cap/cpus-per-cell members at "
+            "a time and its time limit, memory and GPUs are scaled to match. "
+            "$UMUP_SLURM_GROUP_CPUS overrides."
+        },
     )
     log_tail_lines: int = field(
         default=40,
@@ -83,20 +92,26 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
     setup: Optional[str] = field(
         default=None,
-        metadata={"help": "Site set-up: shell lines (newline-separated) each job script runs before the "
-                          "job, e.g. 'module load cuda/12.4' and activating the environment."},
+        metadata={
+            "help": "Site set-up: shell lines (newline-separated) each job script runs before the "
+            "job, e.g. 'module load cuda/12.4' and activating the environment."
+        },
     )
     status_retries: int = field(
         default=5,
-        metadata={"help": "Failed `sacct` calls in a row before the status falls back to squeue/scontrol "
-                          "(or, without the fallback, the jobs in flight fail). $UMUP_SLURM_STATUS_RETRIES "
-                          "overrides."},
+        metadata={
+            "help": "Failed `sacct` calls in a row before the status falls back to squeue/scontrol "
+            "(or, without the fallback, the jobs in flight fail). $UMUP_SLURM_STATUS_RETRIES "
+            "overrides."
+        },
     )
     status_fallback: str = field(
         default="squeue",
-        metadata={"help": "When sacct keeps failing: 'squeue' asks squeue/scontrol (slurmctld) for the states; "
-                          "'fail' fails the jobs in flight with a message naming sacct.",
-                  "choices": ["squeue", "fail"]},
+        metadata={
+            "help": "When sacct keeps failing: 'squeue' asks squeue/scontrol (slurmctld) for the states; "
+            "'fail' fails the jobs in flight with a message naming sacct.",
+            "choices": ["squeue", "fail"],
+        },
     )
     status_timeout_s: int = field(
         default=60,
@@ -148,11 +163,16 @@ class Executor(RemoteExecutor):
         retries = int(os.environ.get("UMUP_SLURM_STATUS_RETRIES") or settings.status_retries)
         if settings.status_fallback not in ("squeue", "fail"):
             raise WorkflowError(f"--submitit-status-fallback: 'squeue' or 'fail', not {settings.status_fallback!r}")
-        self.status = JobStates(retries=retries, fallback=settings.status_fallback == "squeue",
-                                timeout_s=float(settings.status_timeout_s), log=self.logger.warning)
+        self.status = JobStates(
+            retries=retries,
+            fallback=settings.status_fallback == "squeue",
+            timeout_s=float(settings.status_timeout_s),
+            log=self.logger.warning,
+        )
         self.logger.info(
-            "submitit executor: logs in {}, status every {} s (one sacct call for all jobs)".format(
-                settings.logdir, self.next_seconds_between_status_checks))
+            f"submitit executor: logs in {settings.logdir}, status every"
+            f" {self.next_seconds_between_status_checks} s (one sacct call for all jobs)"
+        )
 
     def _group_cap(self) -> int:
         return int(os.environ.get("UMUP_SLURM_GROUP_CPUS") or self.settings.group_cpus or 0)
@@ -174,9 +194,13 @@ class Executor(RemoteExecutor):
         per_cell = max(1, int(most("cpus_per_task", 1) or most("_cores", 1)))
         k = max(1, min(len(members), cap // per_cell))
         waves = -(-len(members) // k)
-        resources.update(cpus_per_task=k * per_cell, _cores=k * per_cell,
-                         mem_mb=int(k * most("mem_mb")) or None, gpus=int(k * most("gpus")),
-                         runtime=int(waves * most("runtime")) or None)
+        resources.update(
+            cpus_per_task=k * per_cell,
+            _cores=k * per_cell,
+            mem_mb=int(k * most("mem_mb")) or None,
+            gpus=int(k * most("gpus")),
+            runtime=int(waves * most("runtime")) or None,
+        )
         return resources
 
     # the job's command: Snakemake itself, in remote mode, with the job's cores
@@ -221,19 +245,25 @@ class Executor(RemoteExecutor):
         command = self._format_job_exec(job, cores)
         members = ", ".join(sorted(_job_label(j) for j in job.jobs)) if job.is_group() else label
         try:
-            sjob = slurm.submit(command, folder, params, label=f"{label} [{members}]",
-                                cwd=os.getcwd(), max_num_timeout=int(self.settings.max_requeues))
+            sjob = slurm.submit(
+                command,
+                folder,
+                params,
+                label=f"{label} [{members}]",
+                cwd=os.getcwd(),
+                max_num_timeout=int(self.settings.max_requeues),
+            )
         except Exception as err:  # sbatch refused the job
             raise WorkflowError(f"submitting {label} with submitit failed: {err}") from err
         log = slurm.log_path(sjob)
         self.logger.info(f"Job {job.jobid} ({label}) submitted as SLURM job {sjob.job_id}, log: {log}")
-        self.report_job_submission(SubmittedJobInfo(
-            job, external_jobid=str(sjob.job_id),
-            aux={"submitit_job": sjob, "log": str(log), "label": label}))
+        self.report_job_submission(
+            SubmittedJobInfo(
+                job, external_jobid=str(sjob.job_id), aux={"submitit_job": sjob, "log": str(log), "label": label}
+            )
+        )
 
-    async def check_active_jobs(
-        self, active_jobs: List[SubmittedJobInfo]
-    ) -> AsyncGenerator[SubmittedJobInfo, None]:
+    async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
         if active_jobs:
             async with self.status_rate_limiter:  # one sacct call for every job in flight
                 self.status.update(info.external_jobid for info in active_jobs)
@@ -255,8 +285,10 @@ class Executor(RemoteExecutor):
             log = info.aux["log"]
             lines = int(self.settings.log_tail_lines)
             text = slurm.tail(log, lines)
-            message = (f"SLURM job {info.external_jobid} ({info.aux['label']}) ended {state}. "
-                       f"Last {lines} lines of {log}:\n{text}\n")
+            message = (
+                f"SLURM job {info.external_jobid} ({info.aux['label']}) ended {state}. "
+                f"Last {lines} lines of {log}:\n{text}\n"
+            )
             jobs = list(info.job.jobs) if info.job.is_group() else [info.job]
             for rule_log in sorted({str(f) for j in jobs for f in j.log}):
                 rule_tail = slurm.tail(rule_log, 15)
@@ -265,7 +297,7 @@ class Executor(RemoteExecutor):
             self.logger.error(message)
             self.report_job_error(info, msg=message, aux_logs=[log])
 
-    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]):
         ids = [info.external_jobid for info in active_jobs]
         if ids:
             subprocess.run(["scancel", *ids], check=False)
