@@ -10,6 +10,7 @@ One module per step, each importing only those before it:
 - `batches`: `train_batch` / `validation_batches`, pure functions of (tokens, seed, step, shape).
 
 Callers import from here (`from umup_repro import data`); the names below are the public ones.
+May import: `umup_repro.core`.
 """
 
 from umup_repro.data.batches import train_batch, validation_batches

@@ -11,4 +11,5 @@ plotted (the optimum of each line, the best loss so far, the RMS values drawn, .
 logs and `results/tables/figures/<name>.csv` can check the figure against its tables.
 
 This package init imports nothing: import the submodule you need (each loads matplotlib).
+May import: `umup_repro.core`, `umup_repro.results` (tables, claims).
 """
