@@ -16,8 +16,13 @@ from umup_repro.results.claims import FAILS, HOLDS, scorecard
 VERDICT_COLOR = {HOLDS: "#b7e1b0", FAILS: "#f4b6b0"}  # not measured: grey
 _NOT_MEASURED_COLOR = "#dddddd"
 # (column, header, wrap width in characters, relative column width)
-_FIGURE_COLUMNS = (("claim", "claim", 34, 3.2), ("paper_value", "paper", 30, 2.8), ("measured", "measured here", 38, 3.6),
-                   ("threshold", "threshold", 34, 3.2), ("verdict", "verdict", 12, 1.0))
+_FIGURE_COLUMNS = (
+    ("claim", "claim", 34, 3.2),
+    ("paper_value", "paper", 30, 2.8),
+    ("measured", "measured here", 38, 3.6),
+    ("threshold", "threshold", 34, 3.2),
+    ("verdict", "verdict", 12, 1.0),
+)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -37,9 +42,13 @@ def draw(card: pd.DataFrame, out: str | os.PathLike) -> None:
     ax = fig.add_axes([0, 0, 1, 1])
     ax.axis("off")
     total = sum(r for *_, r in _FIGURE_COLUMNS)
-    table = ax.table(cellText=cells or [["–"] * len(_FIGURE_COLUMNS)],
-                     colLabels=[h for _, h, _, _ in _FIGURE_COLUMNS],
-                     colWidths=[r / total for *_, r in _FIGURE_COLUMNS], loc="upper center", cellLoc="left")
+    table = ax.table(
+        cellText=cells or [["–"] * len(_FIGURE_COLUMNS)],
+        colLabels=[h for _, h, _, _ in _FIGURE_COLUMNS],
+        colWidths=[r / total for *_, r in _FIGURE_COLUMNS],
+        loc="upper center",
+        cellLoc="left",
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(7.5)
     unit = 1.0 / rows_height
@@ -53,8 +62,11 @@ def draw(card: pd.DataFrame, out: str | os.PathLike) -> None:
         elif _FIGURE_COLUMNS[j][0] == "verdict" and i - 1 < len(card):
             cell.set_facecolor(VERDICT_COLOR.get(card["verdict"].iloc[i - 1], _NOT_MEASURED_COLOR))
     counts = card["verdict"].value_counts()
-    fig.suptitle(f"Replication scorecard: {counts.get(HOLDS, 0)} hold, {counts.get(FAILS, 0)} fail, "
-                 f"{len(card) - counts.get(HOLDS, 0) - counts.get(FAILS, 0)} not measured", y=1.0 + 0.3 / height)
+    fig.suptitle(
+        f"Replication scorecard: {counts.get(HOLDS, 0)} hold, {counts.get(FAILS, 0)} fail, "
+        f"{len(card) - counts.get(HOLDS, 0) - counts.get(FAILS, 0)} not measured",
+        y=1.0 + 0.3 / height,
+    )
     save_figure(fig, out)
 
 
@@ -64,7 +76,11 @@ def markdown(card: pd.DataFrame) -> str:
     esc = [[str(v).replace("|", "\\|") for v in row] for row in card.itertuples(index=False)]
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in esc]
-    return "# Replication scorecard\n\nWritten by `umup-repro claims` from `results/tables/`.\n\n" + "\n".join(lines) + "\n"
+    return (
+        "# Replication scorecard\n\nWritten by `umup-repro claims` from `results/tables/`.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def main(args) -> int:

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from umup_repro.figures.style import (label_edges, log2_xaxis, log2_yaxis, new_figure, ordered_variants,
-                                      param_label, save_figure, type_colors, type_legend)
+from umup_repro.figures.style import (
+    label_edges,
+    log2_xaxis,
+    log2_yaxis,
+    new_figure,
+    ordered_variants,
+    param_label,
+    save_figure,
+    type_colors,
+    type_legend,
+)
 from umup_repro.results.tables import tensor_type, width_slopes
 
 
@@ -40,8 +49,9 @@ def coord_check(table: pd.DataFrame, out) -> pd.DataFrame:
             label_edges(grid, i, j, "width (log₂ scale)", "activation RMS (log₂)")
     type_legend(fig, colors)
     fig.legends[-1].set_title("tensor (every block)")
-    fig.suptitle("Coordinate check: activation RMS vs width after each Adam step "
-                 "(flat in width under μP and u-μP; SP grows)")
+    fig.suptitle(
+        "Coordinate check: activation RMS vs width after each Adam step (flat in width under μP and u-μP; SP grows)"
+    )
     save_figure(fig, out)
     return pd.concat(slopes, ignore_index=True) if slopes else pd.DataFrame()
 

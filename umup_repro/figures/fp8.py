@@ -7,8 +7,16 @@ import numpy as np
 import pandas as pd
 from matplotlib import ticker
 
-from umup_repro.figures.style import (empty_panel, fmt_pow2, fmt_value, ordered_variants, panel_row,
-                                      param_color, param_label, save_figure)
+from umup_repro.figures.style import (
+    empty_panel,
+    fmt_pow2,
+    fmt_value,
+    ordered_variants,
+    panel_row,
+    param_color,
+    param_label,
+    save_figure,
+)
 from umup_repro.results.tables import pick_cell
 
 
@@ -34,17 +42,26 @@ def fp8_training(metrics: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:
             color = param_color(v)
             diverged = bool(cell["diverged"])
             label = f"{param_label(v)} (η={fmt_pow2(cell['train.lr'])})" + (
-                ": diverged" if diverged else f": final val {cell['loss']:.3f}")
+                ": diverged" if diverged else f": final val {cell['loss']:.3f}"
+            )
             ax.plot(train["step"], smooth, color=color, lw=1.4, label=label)
             val = c[np.isfinite(c["val_loss"])]
             ax.scatter(val["step"], val["val_loss"], color=color, s=12, zorder=5, edgecolors="white", linewidths=0.4)
             all_losses += val["val_loss"].tolist() + smooth.tolist()
             if diverged and len(train):
                 ax.scatter([train["step"].iloc[-1]], [smooth.iloc[-1]], marker="x", s=50, color=color, zorder=6)
-            records.append({"width": w, "variant": v, "cell": cell["cell"], "lr": cell["train.lr"],
-                            "diverged": diverged, "final_val_loss": cell["loss"],
-                            "last_val_loss": float(val["val_loss"].iloc[-1]) if len(val) else np.nan,
-                            "steps": int(c["step"].max()) if len(c) else 0})
+            records.append(
+                {
+                    "width": w,
+                    "variant": v,
+                    "cell": cell["cell"],
+                    "lr": cell["train.lr"],
+                    "diverged": diverged,
+                    "final_val_loss": cell["loss"],
+                    "last_val_loss": float(val["val_loss"].iloc[-1]) if len(val) else np.nan,
+                    "steps": int(c["step"].max()) if len(c) else 0,
+                }
+            )
         ax.set_title(f"width {fmt_value(w)}")
         ax.set_xlabel("training step")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
@@ -59,8 +76,9 @@ def fp8_training(metrics: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:
     axes[0].set_ylabel("training loss (smoothed); dots: validation")
     fig.suptitle("FP8 training: u-μP with plain FP8 casts vs u-μP, and μP with the same casts")
     save_figure(fig, out)
-    return pd.DataFrame(records, columns=["width", "variant", "cell", "lr", "diverged", "final_val_loss",
-                                          "last_val_loss", "steps"])
+    return pd.DataFrame(
+        records, columns=["width", "variant", "cell", "lr", "diverged", "final_val_loss", "last_val_loss", "steps"]
+    )
 
 
 __all__ = ["fp8_training"]

@@ -6,8 +6,16 @@ from __future__ import annotations
 import pandas as pd
 
 from umup_repro.figures.loss_lines import loss_panel, loss_ylim, records
-from umup_repro.figures.style import (HP_LABEL, MARK_LEGEND, bottom_legend, empty_panel, new_figure, ordered_variants,
-                                      param_label, save_figure)
+from umup_repro.figures.style import (
+    HP_LABEL,
+    MARK_LEGEND,
+    bottom_legend,
+    empty_panel,
+    new_figure,
+    ordered_variants,
+    param_label,
+    save_figure,
+)
 
 
 def hp_transfer(df: pd.DataFrame, out) -> pd.DataFrame:
@@ -52,8 +60,10 @@ def hp_transfer(df: pd.DataFrame, out) -> pd.DataFrame:
     if not variants:
         empty_panel(grid[0, 0], "no runs in the tables")
     bottom_legend(fig, MARK_LEGEND)
-    fig.suptitle("Hyperparameter transfer across width: loss vs each HP, the others at their defaults\n"
-                 "(independent search); ★ optimum per width")
+    fig.suptitle(
+        "Hyperparameter transfer across width: loss vs each HP, the others at their defaults\n"
+        "(independent search); ★ optimum per width"
+    )
     save_figure(fig, out)
     return pd.DataFrame(rows_out, columns=["panel", "hp", "line", "x_opt", "loss_opt", "runs", "diverged"])
 

@@ -40,13 +40,28 @@ def large_scale(metrics: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:
                 train = c[np.isfinite(c["train_loss"])]
                 smooth = train["train_loss"].rolling(max(1, len(train) // 20), min_periods=1).mean()
                 name = scheme(variant, precision)
-                ax.plot(train["tokens"], smooth, lw=1.4, color=param_color(variant), label=name,
-                        ls="--" if "fp8" in variant else "-")
-                records.append({"width": width, "depth": depth, "parameters": cell.get("parameters", np.nan),
-                                "scheme": name, "cell": cell["cell"], "lr": cell["train.lr"],
-                                "diverged": bool(cell["diverged"]),
-                                "final_train_loss": float(train["train_loss"].iloc[-1]) if len(train) else np.nan,
-                                "final_val_loss": cell["loss"], "tokens": int(c["tokens"].max()) if len(c) else 0})
+                ax.plot(
+                    train["tokens"],
+                    smooth,
+                    lw=1.4,
+                    color=param_color(variant),
+                    label=name,
+                    ls="--" if "fp8" in variant else "-",
+                )
+                records.append(
+                    {
+                        "width": width,
+                        "depth": depth,
+                        "parameters": cell.get("parameters", np.nan),
+                        "scheme": name,
+                        "cell": cell["cell"],
+                        "lr": cell["train.lr"],
+                        "diverged": bool(cell["diverged"]),
+                        "final_train_loss": float(train["train_loss"].iloc[-1]) if len(train) else np.nan,
+                        "final_val_loss": cell["loss"],
+                        "tokens": int(c["tokens"].max()) if len(c) else 0,
+                    }
+                )
         ax.set_title(f"width {int(width)}, depth {int(depth)}")
         ax.set_xlabel("tokens")
         ax.legend(fontsize=7, loc="upper right", framealpha=0.85)
@@ -55,8 +70,21 @@ def large_scale(metrics: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:
     axes[0].set_ylabel("training loss (smoothed)")
     fig.suptitle("Large scale: SP-BF16 vs u-μP-BF16 vs u-μP-FP8")
     save_figure(fig, out)
-    return pd.DataFrame(records, columns=["width", "depth", "parameters", "scheme", "cell", "lr", "diverged",
-                                          "final_train_loss", "final_val_loss", "tokens"])
+    return pd.DataFrame(
+        records,
+        columns=[
+            "width",
+            "depth",
+            "parameters",
+            "scheme",
+            "cell",
+            "lr",
+            "diverged",
+            "final_train_loss",
+            "final_val_loss",
+            "tokens",
+        ],
+    )
 
 
 __all__ = ["large_scale"]

@@ -33,8 +33,7 @@ def _line_palette(n: int):
     return sns.color_palette("viridis", n) if n > 1 else [sns.color_palette("viridis", 3)[0]]
 
 
-def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str,
-                    x_is_lr: bool = True) -> list[dict]:
+def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str, x_is_lr: bool = True) -> list[dict]:
     """Loss vs `x` (log2), one line per value of `line`, the optimum of each line starred.
     Returns one dict per line: its value, the optimum x and loss, runs and diverged runs
     (keys starting with `_` are for `_finish_loss_panel`, `records` drops them)."""
@@ -47,8 +46,7 @@ def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str,
         # duplicate x (seed replicates, a base point repeated in a search): mean loss at that x,
         # its standard error drawn as an error bar where there are several
         pts = ok.groupby(x, as_index=False)["loss"].agg(loss="mean", se="sem", n="count")
-        row = {"line": value, "runs": len(g), "diverged": int(g["diverged"].sum()),
-               "x_opt": np.nan, "loss_opt": np.nan}
+        row = {"line": value, "runs": len(g), "diverged": int(g["diverged"].sum()), "x_opt": np.nan, "loss_opt": np.nan}
         label = f"{line_name} {fmt_value(value)}"
         if len(pts):
             best = pts.loc[pts["loss"].idxmin()]
@@ -57,10 +55,26 @@ def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str,
             ax.plot(pts[x], pts["loss"], marker="o", ms=3.5, lw=1.4, color=colors[value], label=label)
             spread = pts[pts["n"] > 1]
             if len(spread):
-                ax.errorbar(spread[x], spread["loss"], yerr=spread["se"], fmt="none", ecolor=colors[value],
-                            elinewidth=0.9, capsize=2, zorder=5)
-            ax.scatter([best[x]], [best["loss"]], marker="*", s=130, color=colors[value],
-                       edgecolors="black", linewidths=0.6, zorder=6)
+                ax.errorbar(
+                    spread[x],
+                    spread["loss"],
+                    yerr=spread["se"],
+                    fmt="none",
+                    ecolor=colors[value],
+                    elinewidth=0.9,
+                    capsize=2,
+                    zorder=5,
+                )
+            ax.scatter(
+                [best[x]],
+                [best["loss"]],
+                marker="*",
+                s=130,
+                color=colors[value],
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=6,
+            )
         else:
             ax.plot([], [], marker="o", ms=3.5, lw=1.4, color=colors[value], label=label + " (all diverged)")
         row["_color"] = colors[value]
@@ -81,8 +95,7 @@ def _finish_loss_panel(ax, rows: list[dict], ylim, *, x: str) -> None:
             mark_top(ax, above, [r["_color"]] * len(above), "^", size=30)
 
 
-def loss_panel(ax, df: pd.DataFrame, ylim, *, x: str, line: str, line_name: str,
-               x_is_lr: bool = True) -> list[dict]:
+def loss_panel(ax, df: pd.DataFrame, ylim, *, x: str, line: str, line_name: str, x_is_lr: bool = True) -> list[dict]:
     """One panel: the lines of `_plot_loss_lines` in the shared y-range `ylim`, diverged and
     off-scale points marked at the top, a log2 x-axis over the panel's values."""
     rows = _plot_loss_lines(ax, df, x=x, line=line, line_name=line_name, x_is_lr=x_is_lr)

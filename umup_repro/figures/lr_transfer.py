@@ -9,8 +9,15 @@ from collections.abc import Callable
 import pandas as pd
 
 from umup_repro.figures.loss_lines import loss_panel, loss_ylim, records
-from umup_repro.figures.style import (MARK_LEGEND, bottom_legend, empty_panel, ordered_variants, panel_row,
-                                      param_label, save_figure)
+from umup_repro.figures.style import (
+    MARK_LEGEND,
+    bottom_legend,
+    empty_panel,
+    ordered_variants,
+    panel_row,
+    param_label,
+    save_figure,
+)
 
 # What each LR-transfer figure puts on its lines (figure name → config column, label).
 TRANSFER_AXES = {
@@ -19,13 +26,25 @@ TRANSFER_AXES = {
     "transfer_batch": ("train.batch_size", "batch size"),
     "transfer_steps": ("train.steps", "training steps"),
 }
-EMB_RULE_LABEL = {"inv_sqrt_fan_out": r"$c_{\mathrm{emb}} = 1/\sqrt{\mathrm{fan\_out}}$ (u-μP's rule)",
-                  "constant": r"$c_{\mathrm{emb}} = 1$ (μP's rule)"}
+EMB_RULE_LABEL = {
+    "inv_sqrt_fan_out": r"$c_{\mathrm{emb}} = 1/\sqrt{\mathrm{fan\_out}}$ (u-μP's rule)",
+    "constant": r"$c_{\mathrm{emb}} = 1$ (μP's rule)",
+}
 
 
-def _loss_vs_lr_panels(df: pd.DataFrame, *, panel: str, panels: list, panel_title: Callable,
-                       line: str, line_name: str, suptitle: str, out, x: str = "train.lr",
-                       x_label: str = "learning rate η (log₂ scale)") -> pd.DataFrame:
+def _loss_vs_lr_panels(
+    df: pd.DataFrame,
+    *,
+    panel: str,
+    panels: list,
+    panel_title: Callable,
+    line: str,
+    line_name: str,
+    suptitle: str,
+    out,
+    x: str = "train.lr",
+    x_label: str = "learning rate η (log₂ scale)",
+) -> pd.DataFrame:
     fig, axes = panel_row(len(panels), 3.5, 3.4, sharey=True)
     ylim = loss_ylim(df["loss"])
     rows_out = []
@@ -49,10 +68,16 @@ def transfer(name: str, df: pd.DataFrame, out) -> pd.DataFrame:
     axis, axis_label = TRANSFER_AXES[name]
     n = df[axis].nunique()
     return _loss_vs_lr_panels(
-        df, panel="variant", panels=ordered_variants(df["variant"]), panel_title=param_label, line=axis,
-        line_name=axis_label, out=out,
+        df,
+        panel="variant",
+        panels=ordered_variants(df["variant"]),
+        panel_title=param_label,
+        line=axis,
+        line_name=axis_label,
+        out=out,
         suptitle=f"Learning-rate transfer across {axis_label} ({n} value{'s' * (n != 1)}): "
-                 f"final validation loss vs η; ★ optimum of each {axis_label}")
+        f"final validation loss vs η; ★ optimum of each {axis_label}",
+    )
 
 
 def transfer_width(df, out):
@@ -78,10 +103,23 @@ def embedding_lr(df: pd.DataFrame, out) -> pd.DataFrame:
     panels = sorted(df[rule].dropna().unique(), key=lambda r: (order.index(r) if r in order else 9, r))
     params = ", ".join(param_label(v) for v in ordered_variants(df["variant"]))
     return _loss_vs_lr_panels(
-        df, panel=rule, panels=panels, panel_title=lambda r: f"{params}: {EMB_RULE_LABEL.get(r, r)}",
-        line="model.width", line_name="width", out=out,
-        suptitle="Embedding LR rule: loss vs η across width (the better rule keeps the optimum put)")
+        df,
+        panel=rule,
+        panels=panels,
+        panel_title=lambda r: f"{params}: {EMB_RULE_LABEL.get(r, r)}",
+        line="model.width",
+        line_name="width",
+        out=out,
+        suptitle="Embedding LR rule: loss vs η across width (the better rule keeps the optimum put)",
+    )
 
 
-__all__ = ["TRANSFER_AXES", "embedding_lr", "transfer", "transfer_batch", "transfer_depth", "transfer_steps",
-           "transfer_width"]
+__all__ = [
+    "TRANSFER_AXES",
+    "embedding_lr",
+    "transfer",
+    "transfer_batch",
+    "transfer_depth",
+    "transfer_steps",
+    "transfer_width",
+]

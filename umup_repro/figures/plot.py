@@ -32,8 +32,12 @@ def _load(kind: str, tables: str | os.PathLike, sweeps: Sequence[str]) -> pd.Dat
     return load_table(tables, sweeps, kind)
 
 
-def plot(name: str, tables: str | os.PathLike = "results/tables", sweeps: Sequence[str] | None = None,
-         out: str | os.PathLike | None = None) -> pd.DataFrame:
+def plot(
+    name: str,
+    tables: str | os.PathLike = "results/tables",
+    sweeps: Sequence[str] | None = None,
+    out: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """Draw figure `name` from the tables of `sweeps` (default: the figure's usual sweeps) into
     `out` (default figures/<name>.pdf) and its PNG; returns what it plotted."""
     if name not in FIGURES or FIGURES[name].command != "plot":  # read now: an entry added after import too
@@ -51,15 +55,19 @@ def main(args) -> int:
     sweeps = [s for item in (args.sweeps or []) for s in str(item).split(",") if s]
     for option, path in (("--out", args.out), ("--data", args.data)):
         if path and Path(path).is_dir():
-            raise SystemExit(f"umup-repro plot {args.name}: {option} {path} is a folder; give a file path"
-                             f" (e.g. {Path(path) / (args.name + ('.pdf' if option == '--out' else '.csv'))})")
+            raise SystemExit(
+                f"umup-repro plot {args.name}: {option} {path} is a folder; give a file path"
+                f" (e.g. {Path(path) / (args.name + ('.pdf' if option == '--out' else '.csv'))})"
+            )
     try:
         result = plot(args.name, args.tables, sweeps or None, args.out)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"umup-repro plot {args.name}: {err}") from None
     except KeyError as err:  # a table without a column the figure reads: damaged or another version's
-        raise SystemExit(f"umup-repro plot {args.name}: a table under {args.tables} has no column {err}; aggregate"
-                         " its sweep again (umup-repro aggregate)") from None
+        raise SystemExit(
+            f"umup-repro plot {args.name}: a table under {args.tables} has no column {err}; aggregate"
+            " its sweep again (umup-repro aggregate)"
+        ) from None
     out = Path(args.out) if args.out else Path("figures") / f"{args.name}.pdf"
     if args.data:
         from umup_repro.core.atomic import write_table

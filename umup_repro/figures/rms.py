@@ -12,9 +12,21 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from umup_repro.figures.style import (empty_panel, fmt_pow2, fmt_value, label_edges, log2_xaxis, log2_yaxis,
-                                      mark_top, new_figure, ordered_variants, param_label, save_figure,
-                                      type_colors, type_legend)
+from umup_repro.figures.style import (
+    empty_panel,
+    fmt_pow2,
+    fmt_value,
+    label_edges,
+    log2_xaxis,
+    log2_yaxis,
+    mark_top,
+    new_figure,
+    ordered_variants,
+    param_label,
+    save_figure,
+    type_colors,
+    type_legend,
+)
 from umup_repro.results.tables import RMS_END_AXIS_LABEL, median_over_blocks, pick_cell, rms_long, tensor_group
 
 # FP8 normal ranges (smallest normal, largest finite): the bands of the RMS figures.
@@ -22,13 +34,20 @@ E4M3_RANGE = (2.0**-6, 448.0)
 E5M2_RANGE = (2.0**-14, 57344.0)
 
 # The axes of the end-of-training RMS figure (paper Fig. 14), in column order.
-RMS_END_AXES = (("train.lr", "learning rate η"), ("model.width", "width"), ("model.depth", "depth"),
-                ("train.steps", "training steps"), ("train.batch_size", "batch size"))
+RMS_END_AXES = (
+    ("train.lr", "learning rate η"),
+    ("model.width", "width"),
+    ("model.depth", "depth"),
+    ("train.steps", "training steps"),
+    ("train.batch_size", "batch size"),
+)
 RMS_KINDS = ("weight", "activation", "grad")
 RMS_KIND_LABEL = {"weight": "weights", "activation": "activations", "grad": "gradients"}
 
-_BAND_LEGEND = [Patch(color="tab:green", alpha=0.25, label=r"E4M3 normal range $[2^{-6}, 448]$"),
-                Patch(color="tab:purple", alpha=0.18, label=r"E5M2 normal range $[2^{-14}, 57344]$")]
+_BAND_LEGEND = [
+    Patch(color="tab:green", alpha=0.25, label=r"E4M3 normal range $[2^{-6}, 448]$"),
+    Patch(color="tab:purple", alpha=0.18, label=r"E5M2 normal range $[2^{-14}, 57344]$"),
+]
 
 
 def _fp8_bands(ax) -> None:
@@ -41,8 +60,9 @@ def _kinds(data: pd.DataFrame) -> list[str]:
     return [k for k in RMS_KINDS if k in set(data["kind"])] or list(RMS_KINDS)
 
 
-def _type_lines(ax, g: pd.DataFrame, x: str, colors: dict, styles: dict | None = None,
-                sparse_marker: str | None = None, **plot_kw) -> None:
+def _type_lines(
+    ax, g: pd.DataFrame, x: str, colors: dict, styles: dict | None = None, sparse_marker: str | None = None, **plot_kw
+) -> None:
     """A line of RMS vs `x` per tensor type in `g`; `styles` gives line styles, and a line of
     fewer than 8 points gets `sparse_marker` markers so it stays visible."""
     for t, tg in g.groupby("type"):
@@ -115,16 +135,19 @@ def rms_training(rms: pd.DataFrame, df: pd.DataFrame, out) -> pd.DataFrame:
                 log2_yaxis(ax)
                 ax.set_ylim(ylo, yhi)
             div = " (diverged)" if bool(cell["diverged"]) else ""
-            ax.set_title(f"{param_label(v)}, η={fmt_pow2(cell['train.lr'])}{div}: {RMS_KIND_LABEL[kind]}",
-                         fontsize=9)
+            ax.set_title(f"{param_label(v)}, η={fmt_pow2(cell['train.lr'])}{div}: {RMS_KIND_LABEL[kind]}", fontsize=9)
             label_edges(grid, i, j, "training step", "RMS (log₂)")
     if not picked:
         empty_panel(grid[0, 0], "no RMS rows in the tables")
-    style_legend = [Line2D([], [], color="0.3", ls="-", label="FFN tensor"),
-                    Line2D([], [], color="0.3", ls="--", label="decoder tensor")]
+    style_legend = [
+        Line2D([], [], color="0.3", ls="-", label="FFN tensor"),
+        Line2D([], [], color="0.3", ls="--", label="decoder tensor"),
+    ]
     type_legend(fig, colors, styles, extra=[*style_legend, *_BAND_LEGEND])
-    fig.suptitle(f"RMS during training, FFN and decoder tensors (width {fmt_value(width) if width else '?'}; "
-                 "shaded: FP8 normal ranges where in view)")
+    fig.suptitle(
+        f"RMS during training, FFN and decoder tensors (width {fmt_value(width) if width else '?'}; "
+        "shaded: FP8 normal ranges where in view)"
+    )
     save_figure(fig, out)
     return data
 
@@ -157,8 +180,11 @@ def rms_end(rms: pd.DataFrame, df: pd.DataFrame, out, parametrization: str = "um
         pts = pts.rename(columns={col: "value"})
         pts["axis"] = col
         frames.append(pts)
-    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["axis", "value", "kind", "type", "group", "rms"])
+    data = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["axis", "value", "kind", "type", "group", "rms"])
+    )
     kinds = _kinds(data)
     colors = type_colors(data["type"])
     ncols = max(len(axes), 1)
@@ -177,9 +203,11 @@ def rms_end(rms: pd.DataFrame, df: pd.DataFrame, out, parametrization: str = "um
             dx = diverged[col].tolist() if col == "train.lr" else []
             mark_top(ax, dx, ["0.2"] * len(dx), "x")
             if i == 0:
-                fixed = ", ".join(f"{RMS_END_AXIS_LABEL[c]}="
-                                  f"{fmt_pow2(base[c]) if c == 'train.lr' else fmt_value(base[c])}"
-                                  for c, _ in RMS_END_AXES if c in base and c != col)
+                fixed = ", ".join(
+                    f"{RMS_END_AXIS_LABEL[c]}={fmt_pow2(base[c]) if c == 'train.lr' else fmt_value(base[c])}"
+                    for c, _ in RMS_END_AXES
+                    if c in base and c != col
+                )
                 ax.set_title(f"vs {label}\n({fixed})", fontsize=8)
             label_edges(grid, i, j, f"{label} (log₂ scale)", f"final RMS, {RMS_KIND_LABEL[kind]}")
     if not axes:
@@ -189,11 +217,21 @@ def rms_end(rms: pd.DataFrame, df: pd.DataFrame, out, parametrization: str = "um
         last = long.groupby("cell").agg(step=("step", "max"), steps=("train.steps", "first"))
         early = last[last["step"] < 0.75 * last["steps"]]
         if len(early):
-            fig.text(0.01, -0.01, f"note: {len(early)} of {len(last)} cells logged their last RMS before their last "
-                     f"step (e.g. step {int(early['step'].iloc[0])} of {int(early['steps'].iloc[0])}); "
-                     "their points show the RMS there", fontsize=7, color="0.35", ha="left", va="top")
-    fig.suptitle(f"{param_label(param)}: per-tensor RMS at the end of training vs each swept "
-                 "hyperparameter (others at the base point)")
+            fig.text(
+                0.01,
+                -0.01,
+                f"note: {len(early)} of {len(last)} cells logged their last RMS before their last "
+                f"step (e.g. step {int(early['step'].iloc[0])} of {int(early['steps'].iloc[0])}); "
+                "their points show the RMS there",
+                fontsize=7,
+                color="0.35",
+                ha="left",
+                va="top",
+            )
+    fig.suptitle(
+        f"{param_label(param)}: per-tensor RMS at the end of training vs each swept "
+        "hyperparameter (others at the base point)"
+    )
     save_figure(fig, out)
     return data
 

@@ -9,8 +9,18 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.lines import Line2D
 
-from umup_repro.figures.style import (HP_LABEL, MARK_LEGEND, bottom_legend, empty_panel, mark_top, new_figure,
-                                      ordered_variants, panel_row, param_label, save_figure)
+from umup_repro.figures.style import (
+    HP_LABEL,
+    MARK_LEGEND,
+    bottom_legend,
+    empty_panel,
+    mark_top,
+    new_figure,
+    ordered_variants,
+    panel_row,
+    param_label,
+    save_figure,
+)
 
 STAGE_LABEL = {"lr": "η", "hp": "each HP alone", "combined": "combined"}
 CURVE_COLUMNS = ["variant", "strategy", "runs", "loss", "diverged", "best_so_far", "stage"]
@@ -30,15 +40,25 @@ def search_curves(df: pd.DataFrame) -> pd.DataFrame:
     for (v, s), g in df.groupby(["variant", "strategy"], sort=False):
         g = g.sort_values(order, kind="stable")
         best = g["loss"].cummin().ffill()  # a diverged run (NaN) keeps the best so far
-        rows.append(pd.DataFrame({"variant": v, "strategy": s, "runs": np.arange(1, len(g) + 1),
-                                  "loss": g["loss"].to_numpy(), "diverged": g["diverged"].to_numpy(),
-                                  "best_so_far": best.to_numpy(), "stage": g["stage"].to_numpy()}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "variant": v,
+                    "strategy": s,
+                    "runs": np.arange(1, len(g) + 1),
+                    "loss": g["loss"].to_numpy(),
+                    "diverged": g["diverged"].to_numpy(),
+                    "best_so_far": best.to_numpy(),
+                    "stage": g["stage"].to_numpy(),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)[CURVE_COLUMNS] if rows else pd.DataFrame(columns=CURVE_COLUMNS)
 
 
 def _ylim(curves: pd.DataFrame):
     """Every best-so-far curve from its second run on (a bad first run enters from the top)."""
-    tails = [g["best_so_far"].iloc[min(1, len(g) - 1):] for _, g in curves.groupby(["variant", "strategy"])]
+    tails = [g["best_so_far"].iloc[min(1, len(g) - 1) :] for _, g in curves.groupby(["variant", "strategy"])]
     tail = pd.concat(tails).dropna() if tails else pd.Series(dtype=float)
     if not len(tail):
         return None
@@ -56,11 +76,20 @@ def _mark_stages(ax, c: pd.DataFrame, color) -> None:
     for name in dict.fromkeys(stages):
         at = c[c["stage"] == name]["runs"]
         if name and len(at):
-            ax.text(at.mean(), 1.0, STAGE_LABEL.get(name, name), transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=6.5, color=color)
+            ax.text(
+                at.mean(),
+                1.0,
+                STAGE_LABEL.get(name, name),
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=6.5,
+                color=color,
+            )
     combined = c[c["stage"] == "combined"]
-    ax.scatter(combined["runs"], combined["loss"], marker="D", s=45, color=color, edgecolors="black",
-               linewidths=0.7, zorder=7)
+    ax.scatter(
+        combined["runs"], combined["loss"], marker="D", s=45, color=color, edgecolors="black", linewidths=0.7, zorder=7
+    )
 
 
 def search_strategies(df: pd.DataFrame, out) -> pd.DataFrame:
@@ -71,8 +100,11 @@ def search_strategies(df: pd.DataFrame, out) -> pd.DataFrame:
     variants = ordered_variants(curves["variant"])
     strategies = sorted(curves["strategy"].unique(), key=lambda s: (s != "random", s))
     colors = {s: c for s, c in zip(strategies, ("C0", "C3", "C2", "C4", "C5"))}
-    labels = {"random": "random search", "staged": "staged search (η, then each HP, then combined)",
-              "independent": "independent search (LR, then each HP)"}
+    labels = {
+        "random": "random search",
+        "staged": "staged search (η, then each HP, then combined)",
+        "independent": "independent search (LR, then each HP)",
+    }
     fig, axes = panel_row(len(variants), 4.2, 3.6, sharey=True)
     ylim = _ylim(curves)
     for ax, v in zip(axes, variants):
@@ -81,8 +113,14 @@ def search_strategies(df: pd.DataFrame, out) -> pd.DataFrame:
             if c.empty:
                 continue
             final = c["best_so_far"].iloc[-1]
-            ax.step(c["runs"], c["best_so_far"], where="post", color=colors[s], lw=1.8,
-                    label=f"{labels.get(s, s)}: best {final:.3f} after {len(c)} runs")
+            ax.step(
+                c["runs"],
+                c["best_so_far"],
+                where="post",
+                color=colors[s],
+                lw=1.8,
+                label=f"{labels.get(s, s)}: best {final:.3f} after {len(c)} runs",
+            )
             ax.scatter(c["runs"], c["loss"], s=14, color=colors[s], alpha=0.5, lw=0)
             if ylim is not None:
                 ax.set_ylim(*ylim)
@@ -99,9 +137,14 @@ def search_strategies(df: pd.DataFrame, out) -> pd.DataFrame:
     if not variants:
         empty_panel(axes[0], "no runs in the tables")
     axes[0].set_ylabel("best validation loss so far")
-    bottom_legend(fig, [Line2D([], [], marker="o", ls="", color="0.5", alpha=0.5, ms=4, label="one run's loss"),
-                        Line2D([], [], marker="D", ls="", color="0.5", markeredgecolor="black", ms=5,
-                               label="combined run"), *MARK_LEGEND[1:]])
+    bottom_legend(
+        fig,
+        [
+            Line2D([], [], marker="o", ls="", color="0.5", alpha=0.5, ms=4, label="one run's loss"),
+            Line2D([], [], marker="D", ls="", color="0.5", markeredgecolor="black", ms=5, label="combined run"),
+            *MARK_LEGEND[1:],
+        ],
+    )
     fig.suptitle("Hyperparameter search: best loss vs number of runs, random vs staged search")
     save_figure(fig, out)
     return curves
@@ -135,8 +178,15 @@ def transfer_error(table: pd.DataFrame, out) -> pd.DataFrame:
         for i in range(len(keys)):
             for j in range(len(keys)):
                 if np.isfinite(m[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] > 0.6 * vmax else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:.3f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if m[i, j] > 0.6 * vmax else "black",
+                    )
         labels = [_hp_label(k) for k in keys]
         ax.set_xticks(range(len(keys)), labels, rotation=45, ha="right")
         ax.set_yticks(range(len(keys)), labels)
@@ -144,8 +194,14 @@ def transfer_error(table: pd.DataFrame, out) -> pd.DataFrame:
         ax.set_ylabel("fixed HP")
         mean = float(g["transfer_error"].mean())
         ax.set_title(f"{param_label(v)}: mean transfer error {mean:.4f}")
-        rows.append({"variant": v, "pairs": len(g), "mean_transfer_error": mean,
-                     "max_transfer_error": float(g["transfer_error"].max())})
+        rows.append(
+            {
+                "variant": v,
+                "pairs": len(g),
+                "mean_transfer_error": mean,
+                "max_transfer_error": float(g["transfer_error"].max()),
+            }
+        )
     if not variants:
         empty_panel(axes[0], "no pairs in transfer_error.csv")
     elif image is not None:

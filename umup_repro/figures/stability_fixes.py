@@ -8,8 +8,16 @@ from __future__ import annotations
 import pandas as pd
 
 from umup_repro.figures.loss_lines import loss_panel, loss_ylim, records
-from umup_repro.figures.style import (MARK_LEGEND, bottom_legend, empty_panel, label_edges, new_figure,
-                                      ordered_variants, param_label, save_figure)
+from umup_repro.figures.style import (
+    MARK_LEGEND,
+    bottom_legend,
+    empty_panel,
+    label_edges,
+    new_figure,
+    ordered_variants,
+    param_label,
+    save_figure,
+)
 from umup_repro.results.stability import SETTING_LABELS, SETTINGS, with_setting
 
 
@@ -27,8 +35,7 @@ def stability_fixes(df: pd.DataFrame, out) -> pd.DataFrame:
             ax = grid[r, c]
             # one y-range per panel: TP-V's repeated data puts its validation loss far from the others'
             panel = in_row[in_row["setting"] == setting]
-            rows = loss_panel(ax, panel, loss_ylim(panel["loss"]), x="train.lr", line="model.width",
-                              line_name="width")
+            rows = loss_panel(ax, panel, loss_ylim(panel["loss"]), x="train.lr", line="model.width", line_name="width")
             ax.set_title(f"{param_label(variant)}: {SETTING_LABELS[setting]}", fontsize=8)
             if rows:
                 ax.legend(fontsize=7, loc="best", framealpha=0.85)

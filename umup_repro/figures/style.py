@@ -47,8 +47,12 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> tuple[P
 # A parametrization's label and colour are its catalog entry's (umup_repro/core/parametrizations.py); the
 # figures' other variants (a parametrization with model.fp8 set, or its FP8 scheme) are named here.
 PARAM_ORDER = ("sp", "mup", "mup_fp8", "mup_fp8_all", "umup", "umup_fp8", "umup_fp8_all")
-_VARIANT_LABEL = {"sp_fp8": "SP FP8", "mup_fp8": "μP FP8", "mup_fp8_all": "μP FP8 (all matmuls)",
-                  "umup_fp8_all": "u-μP FP8 (all matmuls)"}
+_VARIANT_LABEL = {
+    "sp_fp8": "SP FP8",
+    "mup_fp8": "μP FP8",
+    "mup_fp8_all": "μP FP8 (all matmuls)",
+    "umup_fp8_all": "u-μP FP8 (all matmuls)",
+}
 _VARIANT_COLOR = {"sp_fp8": "C5", "mup_fp8": "C9", "mup_fp8_all": "C4", "umup_fp8_all": "C6"}
 PARAM_LABEL = {**{p.name: p.display for p in parametrizations.CATALOG.values()}, **_VARIANT_LABEL}
 PARAM_COLOR = {**{p.name: p.color for p in parametrizations.CATALOG.values() if p.color}, **_VARIANT_COLOR}
@@ -69,16 +73,32 @@ HP_LABEL = {
 }
 
 # Legend entries of the markers every loss figure may draw.
-MARK_LEGEND = [Line2D([], [], marker="*", ls="", color="0.3", markeredgecolor="black", ms=10,
-                      label="optimum of a line"),
-               Line2D([], [], marker="x", ls="", color="0.3", ms=7, mew=1.5, label="diverged run"),
-               Line2D([], [], marker="^", ls="", color="0.3", ms=6, label="loss above the y-range")]
+MARK_LEGEND = [
+    Line2D([], [], marker="*", ls="", color="0.3", markeredgecolor="black", ms=10, label="optimum of a line"),
+    Line2D([], [], marker="x", ls="", color="0.3", ms=7, mew=1.5, label="diverged run"),
+    Line2D([], [], marker="^", ls="", color="0.3", ms=6, label="loss above the y-range"),
+]
 
 
 # Tensor types in the model's order: the order of the per-tensor palette and legend.
-_TYPE_ORDER = ("embedding", "attn_in", "attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.core",
-               "attn.out_proj", "attn_resid", "ffn_in", "ffn.up_proj", "ffn.gate_proj", "ffn.act",
-               "ffn.down_proj", "ffn_resid", "final_norm", "readout")
+_TYPE_ORDER = (
+    "embedding",
+    "attn_in",
+    "attn.q_proj",
+    "attn.k_proj",
+    "attn.v_proj",
+    "attn.core",
+    "attn.out_proj",
+    "attn_resid",
+    "ffn_in",
+    "ffn.up_proj",
+    "ffn.gate_proj",
+    "ffn.act",
+    "ffn.down_proj",
+    "ffn_resid",
+    "final_norm",
+    "readout",
+)
 
 
 def param_label(variant: str) -> str:
@@ -157,8 +177,9 @@ def mark_top(ax, xs, colors, marker: str, size: float = 40) -> None:
     if len(xs) == 0:
         return
     trans = blended_transform_factory(ax.transData, ax.transAxes)
-    ax.scatter(xs, [0.965] * len(xs), marker=marker, s=size, c=colors, transform=trans, clip_on=False,
-               zorder=5, linewidths=1.5)
+    ax.scatter(
+        xs, [0.965] * len(xs), marker=marker, s=size, c=colors, transform=trans, clip_on=False, zorder=5, linewidths=1.5
+    )
 
 
 def empty_panel(ax, text: str) -> None:
@@ -179,8 +200,14 @@ def type_colors(types: Iterable[str]) -> dict[str, tuple]:
 def type_legend(fig, colors: dict, styles: dict | None = None, extra: Sequence = ()) -> None:
     """The tensor types' legend right of the panels (line styles from `styles`, else solid)."""
     handles = [Line2D([], [], color=c, lw=1.6, ls=(styles or {}).get(t, "-"), label=t) for t, c in colors.items()]
-    fig.legend(handles=[*handles, *extra], loc="outside right center", fontsize=7, frameon=False,
-               title="tensor (median over blocks)", title_fontsize=7)
+    fig.legend(
+        handles=[*handles, *extra],
+        loc="outside right center",
+        fontsize=7,
+        frameon=False,
+        title="tensor (median over blocks)",
+        title_fontsize=7,
+    )
 
 
 def panel_row(n: int, width: float, height: float, **subplots):
@@ -204,7 +231,25 @@ def label_edges(grid, row: int, col: int, xlabel: str, ylabel: str) -> None:
 
 
 __all__ = [
-    "HP_LABEL", "MARK_LEGEND", "PARAM_COLOR", "PARAM_LABEL", "PARAM_ORDER", "bottom_legend", "empty_panel",
-    "fmt_pow2", "fmt_value", "label_edges", "log2_xaxis", "log2_yaxis", "mark_top", "new_figure",
-    "ordered_variants", "panel_row", "param_color", "param_label", "save_figure", "type_colors", "type_legend",
+    "HP_LABEL",
+    "MARK_LEGEND",
+    "PARAM_COLOR",
+    "PARAM_LABEL",
+    "PARAM_ORDER",
+    "bottom_legend",
+    "empty_panel",
+    "fmt_pow2",
+    "fmt_value",
+    "label_edges",
+    "log2_xaxis",
+    "log2_yaxis",
+    "mark_top",
+    "new_figure",
+    "ordered_variants",
+    "panel_row",
+    "param_color",
+    "param_label",
+    "save_figure",
+    "type_colors",
+    "type_legend",
 ]

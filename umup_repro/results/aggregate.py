@@ -15,23 +15,42 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
 
 import pandas as pd
 
 from umup_repro.core.atomic import write_text
-from umup_repro.sweeps.grid import Cell
-from umup_repro.results.replicates import add_replicate_columns, by_value as replicate_losses, optimum_share, stats
+from umup_repro.results.replicates import add_replicate_columns, optimum_share, stats
+from umup_repro.results.replicates import by_value as replicate_losses
 from umup_repro.results.stability import with_setting
+from umup_repro.sweeps.grid import Cell
+from umup_repro.sweeps.preset_checks import DERIVED_COLUMNS
 from umup_repro.training.run_format import ReadBackError, check_tables, read_summary
 from umup_repro.training.run_schema import RowsError, check_rows
 
 LOSS = "final_val_loss"
 LONG_TABLES = {"metrics": "metrics.csv", "rms": "rms.csv"}
-TRANSFER_COLUMNS = ["sweep", "group", "setting", "axis", "axis_value", "proxy_value", "hp", "opt_value",
-                    "opt_log2", "drift_log2", "best_loss", "loss_at_proxy_opt", "regret", "runs", "diverged",
-                    "best_loss_se", "seeds_n", "optimum_share"]
+TRANSFER_COLUMNS = [
+    "sweep",
+    "group",
+    "setting",
+    "axis",
+    "axis_value",
+    "proxy_value",
+    "hp",
+    "opt_value",
+    "opt_log2",
+    "drift_log2",
+    "best_loss",
+    "loss_at_proxy_opt",
+    "regret",
+    "runs",
+    "diverged",
+    "best_loss_se",
+    "seeds_n",
+    "optimum_share",
+]
 
 
 class MissingRunsError(RuntimeError):
@@ -56,14 +75,17 @@ def check_one_code_version(sweep: str, summaries: Mapping[str, Mapping], runs: P
     current = code_fingerprint()
     keep = current if current in groups else max(groups, key=lambda k: len(groups[k]))
     stale = sorted(c for k, cells in groups.items() if k != keep for c in cells)
-    described = "; ".join(f"{k}: {len(v)} cells ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})"
-                          for k, v in sorted(groups.items()))
+    described = "; ".join(
+        f"{k}: {len(v)} cells ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})"
+        for k, v in sorted(groups.items())
+    )
     folders = " ".join(str(runs / sweep / c) for c in stale)
     raise MixedCodeError(
         f"sweep {sweep}: its runs were made by {len(groups)} code versions (code_fingerprint {described});"
         f" the code installed now is {current}. Refusing to put them into one table. Rerun the"
         f" {len(stale)} cells not made by {keep}: {', '.join(stale)}: delete their run folders and run"
-        f" the workflow again (rm -r {folders} && snakemake --cores all), or rerun the whole sweep.")
+        f" the workflow again (rm -r {folders} && snakemake --cores all), or rerun the whole sweep."
+    )
 
 
 def run_dir(runs: Path, cell: Cell) -> Path:
@@ -103,8 +125,10 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
     sweep = cells[0].sweep
     missing = [c.id for c in cells if not (run_dir(runs, c) / "summary.json").is_file()]
     if missing:
-        raise MissingRunsError(f"sweep {sweep}: {len(missing)} of {len(cells)} cells have no summary.json"
-                               f" under {runs / sweep} (first: {', '.join(missing[:3])})")
+        raise MissingRunsError(
+            f"sweep {sweep}: {len(missing)} of {len(cells)} cells have no summary.json"
+            f" under {runs / sweep} (first: {', '.join(missing[:3])})"
+        )
     rows, summaries = [], {}
     for c in cells:  # each run read back and checked: summary of this cell, one metrics row per step
         summary = read_summary(run_dir(runs, c) / "summary.json", c.id)
@@ -118,9 +142,14 @@ def aggregate_sweep(cells: list[Cell], runs: str | Path, tables: str | Path) -> 
     by_id, long = {c.id: c for c in cells}, {}
     for kind, filename in LONG_TABLES.items():
         long[kind] = _long_table([c for c in cells if not c.alias], runs, filename)
-        try:  # every row typed, finite unless its run diverged (umup_repro/training/run_schema.py), before any is written
-            check_rows(long[kind], filename, diverged=lambda c: summaries[c]["diverged"],
-                       file_of=lambda c, f=filename: run_dir(runs, by_id[c]) / f)
+        # every row typed, finite unless its run diverged (umup_repro/training/run_schema.py), before any is written
+        try:
+            check_rows(
+                long[kind],
+                filename,
+                diverged=lambda c: summaries[c]["diverged"],
+                file_of=lambda c, f=filename: run_dir(runs, by_id[c]) / f,
+            )
         except RowsError as err:
             raise ReadBackError(f"{err}; delete that run folder and rerun the cell") from None
     for kind, text in long.items():
@@ -140,7 +169,7 @@ def _numeric(x):
         return x
 
 
-def _optimum(rows: pd.DataFrame, hp: str) -> tuple[Optional[float], float]:
+def _optimum(rows: pd.DataFrame, hp: str) -> tuple[float | None, float]:
     """(HP value with the lowest mean loss over its seed replicates, that loss) among values none
     of whose replicates diverged."""
     means = {_numeric(v): stats(x)[0] for v, x in replicate_losses(rows, hp).items()}
@@ -206,20 +235,33 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
             for v in values:
                 opt, best = _optimum(by_value[v], hp_name)
                 at_proxy = _loss_at(by_value[v], hp_name, proxy_opt) if proxy_opt is not None else math.nan
-                rows.append({
-                    "sweep": sweep, "group": label, "setting": setting, "axis": axis, "axis_value": v,
-                    "proxy_value": proxy,
-                    "hp": hp_name, "opt_value": opt, "opt_log2": _log2(opt),
-                    "drift_log2": _log2(opt) - _log2(proxy_opt),
-                    "best_loss": best, "loss_at_proxy_opt": at_proxy, "regret": at_proxy - best,
-                    "runs": len(by_value[v]), "diverged": int(by_value[v]["diverged"].astype(bool).sum()),
-                    **_sureness(by_value[v], hp_name, opt),
-                })
+                rows.append(
+                    {
+                        "sweep": sweep,
+                        "group": label,
+                        "setting": setting,
+                        "axis": axis,
+                        "axis_value": v,
+                        "proxy_value": proxy,
+                        "hp": hp_name,
+                        "opt_value": opt,
+                        "opt_log2": _log2(opt),
+                        "drift_log2": _log2(opt) - _log2(proxy_opt),
+                        "best_loss": best,
+                        "loss_at_proxy_opt": at_proxy,
+                        "regret": at_proxy - best,
+                        "runs": len(by_value[v]),
+                        "diverged": int(by_value[v]["diverged"].astype(bool).sum()),
+                        **_sureness(by_value[v], hp_name, opt),
+                    }
+                )
     if not rows and len(table) and "proxy" in spec:  # (preset checks refuse such a proxy when loaded)
         from umup_repro.core.errors import UserError
 
-        raise UserError(f"sweep {sweep}: transfer.proxy {spec['proxy']!r} is not a value of {axis} in its table"
-                        f" (values: {', '.join(map(str, sorted(table[axis].map(_numeric).unique())[:12]))})")
+        raise UserError(
+            f"sweep {sweep}: transfer.proxy {spec['proxy']!r} is not a value of {axis} in its table"
+            f" (values: {', '.join(map(str, sorted(table[axis].map(_numeric).unique())[:12]))})"
+        )
     return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
 
 
@@ -229,19 +271,26 @@ def write_transfer_summary(tables: str | Path, specs: Mapping[str, Mapping], out
     for sweep, spec in specs.items():
         path = Path(tables) / f"{sweep}.csv"
         if not path.is_file():
-            raise MissingRunsError(f"{path}: the table of sweep {sweep} is missing; aggregate the sweep first"
-                                   f" (umup-repro aggregate --sweep {sweep} --tables {tables})")
+            raise MissingRunsError(
+                f"{path}: the table of sweep {sweep} is missing; aggregate the sweep first"
+                f" (umup-repro aggregate --sweep {sweep} --tables {tables})"
+            )
         try:
             table = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise MissingRunsError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]});"
-                                   f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})") from None
+            raise MissingRunsError(
+                f"{path}: not a readable table ({' '.join(str(err).split())[:160]});"
+                f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})"
+            ) from None
         needed = [spec["axis"], LOSS, "diverged", *spec.get("group", ["parametrization"])]
         needed += [spec.get("hp", "train.lr")]
-        lacking = [c for c in needed if c not in table.columns]
+        # a derived group key (Fig. 2's `setting`) is computed from the config columns, not read
+        lacking = [c for c in needed if c not in table.columns and c not in DERIVED_COLUMNS]
         if lacking:
-            raise MissingRunsError(f"{path}: no column {lacking[0]!r} (damaged, or written by another version);"
-                                   f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})")
+            raise MissingRunsError(
+                f"{path}: no column {lacking[0]!r} (damaged, or written by another version);"
+                f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})"
+            )
         frames.append(transfer_summary(table, sweep, spec))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRANSFER_COLUMNS)
     write_text(out, result.to_csv(index=False))
@@ -264,8 +313,10 @@ def main(args) -> int:
         config = load_preset(args.preset or default_preset())
         unknown = [s for s in args.sweep or [] if s not in config["sweeps"]]
         if unknown:
-            raise PresetError(f"--sweep {unknown[0]}: no such sweep in preset {config['preset']};"
-                              f" its sweeps: {', '.join(config['sweeps'])}")
+            raise PresetError(
+                f"--sweep {unknown[0]}: no such sweep in preset {config['preset']};"
+                f" its sweeps: {', '.join(config['sweeps'])}"
+            )
         if args.transfer_summary:
             names = args.sweep or list(config["sweeps"])
             specs = {s: config["sweeps"][s]["transfer"] for s in names if "transfer" in config["sweeps"][s]}
@@ -277,8 +328,10 @@ def main(args) -> int:
         decisions = {s: load_decisions(getattr(args, "search_dir", "results/search"), s) for s in names}
         for sweep, cells in expand_preset(config, names, decisions).items():
             table = aggregate_sweep(cells, args.runs, args.tables)
-            print(f"{Path(args.tables) / (sweep + '.csv')}: {len(table)} cells,"
-                  f" {int(table['diverged'].astype(bool).sum())} diverged")
+            print(
+                f"{Path(args.tables) / (sweep + '.csv')}: {len(table)} cells,"
+                f" {int(table['diverged'].astype(bool).sum())} diverged"
+            )
     except (PresetError, ConfigError, MissingRunsError, ReadBackError, MixedCodeError) as err:
         print(f"umup-repro aggregate: error: {err}", file=sys.stderr)
         return 2

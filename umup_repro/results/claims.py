@@ -20,7 +20,8 @@ import pandas as pd
 
 from umup_repro.core import parametrizations
 from umup_repro.core.figure_catalog import FIGURES
-from umup_repro.results.seed_noise import NOISE_SIGMAS, best_per, loss_stats, margin as _margin
+from umup_repro.results.seed_noise import NOISE_SIGMAS, best_per, loss_stats
+from umup_repro.results.seed_noise import margin as _margin
 from umup_repro.results.stability import with_setting
 from umup_repro.results.tables import RMS_END_AXIS_LABEL, prepare
 
@@ -71,8 +72,9 @@ def _read(tables: Path, rel: str, only: set[str] | None) -> pd.DataFrame | None:
     except (pd.errors.ParserError, UnicodeDecodeError) as err:  # a damaged table: named, exit 2 (cli.py)
         from umup_repro.core.errors import UserError
 
-        raise UserError(f"{path}: not a readable table ({' '.join(str(err).split())[:160]}); rerun the rule"
-                        " that writes it") from None
+        raise UserError(
+            f"{path}: not a readable table ({' '.join(str(err).split())[:160]}); rerun the rule that writes it"
+        ) from None
     return df if len(df) else None
 
 
@@ -125,6 +127,7 @@ def _axis_drift(sweep: str) -> Callable:
         if not math.isfinite(drift):
             return "", NOT_MEASURED
         return f"u-μP {drift:+g}", HOLDS if abs(drift) <= MAX_DRIFT_LOG2 else FAILS
+
     return claim
 
 
@@ -152,8 +155,10 @@ def fp8_gap(df: pd.DataFrame, base: str) -> tuple[float, float, float, float, in
     if "model.width" not in stats:
         stats["model.width"] = 0
     ran = stats.groupby(["variant", "model.width"]).size().reset_index()
-    widths = sorted(set(ran.loc[ran["variant"] == base, "model.width"])
-                    & set(ran.loc[ran["variant"] == f"{base}_fp8", "model.width"]))
+    widths = sorted(
+        set(ran.loc[ran["variant"] == base, "model.width"])
+        & set(ran.loc[ran["variant"] == f"{base}_fp8", "model.width"])
+    )
     if not widths:
         return None
     w = widths[-1]
@@ -204,7 +209,8 @@ def claim_unit_scale(t) -> tuple[str, str]:
     share = float(inside.mean())
     outside = sorted(set(u.loc[~inside, "type"] + " " + u.loc[~inside, "kind"]))
     measured = f"{share:.0%} of {len(u)} (tensor type, kind, width)" + (
-        f"; outside: {', '.join(outside[:4])}{' …' if len(outside) > 4 else ''}" if outside else "")
+        f"; outside: {', '.join(outside[:4])}{' …' if len(outside) > 4 else ''}" if outside else ""
+    )
     return measured, HOLDS if share >= UNIT_SHARE else FAILS
 
 
@@ -220,8 +226,10 @@ def claim_mup_grads(t) -> tuple[str, str]:
     gu, gm = u[u["width"] == w]["rms"], m[m["width"] == w]["rms"]
     gap = math.log2(gu.median()) - math.log2(gm.median())
     under = int((gm < E5M2_MIN_NORMAL).sum())
-    measured = (f"width {int(w)}: median gradient RMS μP 2^{math.log2(gm.median()):.1f} vs u-μP "
-                f"2^{math.log2(gu.median()):.1f}; μP below 2^-14: {under} of {len(gm)} tensor types")
+    measured = (
+        f"width {int(w)}: median gradient RMS μP 2^{math.log2(gm.median()):.1f} vs u-μP "
+        f"2^{math.log2(gu.median()):.1f}; μP below 2^-14: {under} of {len(gm)} tensor types"
+    )
     return measured, HOLDS if gap >= GRAD_GAP_LOG2 else FAILS
 
 
@@ -238,15 +246,19 @@ def claim_rms_end(t) -> tuple[str, str]:
         spread[axis] = float(per_type.median())
     if "train.lr" not in spread or len(spread) < 2:
         return "", NOT_MEASURED
-    measured = ", ".join(f"{RMS_END_AXIS_LABEL.get(a, a)} {s:.1f}"
-                         for a, s in sorted(spread.items(), key=lambda kv: -kv[1]))
+    measured = ", ".join(
+        f"{RMS_END_AXIS_LABEL.get(a, a)} {s:.1f}" for a, s in sorted(spread.items(), key=lambda kv: -kv[1])
+    )
     ok = all(spread["train.lr"] > s for a, s in spread.items() if a != "train.lr")
     return measured, HOLDS if ok else FAILS
 
 
 def claim_search(t) -> tuple[str, str]:
-    tables = [df.assign(_source=name) for name, df in (("random", t["search_random.csv"]),
-                                                        ("independent", t["search_staged.csv"])) if df is not None]
+    tables = [
+        df.assign(_source=name)
+        for name, df in (("random", t["search_random.csv"]), ("independent", t["search_staged.csv"]))
+        if df is not None
+    ]
     if not tables:
         return "", NOT_MEASURED
     runs = prepare(pd.concat(tables, ignore_index=True))
@@ -261,16 +273,23 @@ def claim_search(t) -> tuple[str, str]:
         rows = runs[strategy == name]
         if rows.empty:
             return "", NOT_MEASURED
-        stats = loss_stats(rows, [c for c in rows.columns if c.startswith(("train.", "hp.", "model."))
-                                  and c != "train.seed" and rows[c].nunique(dropna=False) > 1])
+        stats = loss_stats(
+            rows,
+            [
+                c
+                for c in rows.columns
+                if c.startswith(("train.", "hp.", "model.")) and c != "train.seed" and rows[c].nunique(dropna=False) > 1
+            ],
+        )
         if stats["loss"].notna().sum() == 0:
             return "", NOT_MEASURED
         best[name] = (stats.loc[stats["loss"].idxmin()], len(rows))
     (r, nr), (i, ni) = best["random"], best["independent"]
     rel = (i["loss"] - r["loss"]) / r["loss"]
     margin = _margin(r["sem"], i["sem"]) / r["loss"]
-    measured = (f"u-μP independent {_fmt(i['loss'])} ({ni} runs) vs random {_fmt(r['loss'])} ({nr} runs), "
-                f"{100 * rel:+.1f}%")
+    measured = (
+        f"u-μP independent {_fmt(i['loss'])} ({ni} runs) vs random {_fmt(r['loss'])} ({nr} runs), {100 * rel:+.1f}%"
+    )
     return measured, HOLDS if rel <= SEARCH_TOLERANCE + margin else FAILS
 
 
@@ -303,48 +322,97 @@ def claim_stability_fixes(t) -> tuple[str, str]:
 
 # (claim, paper's value, threshold, evidence, how it is measured)
 CLAIMS: list[tuple[str, str, str, str, Callable]] = [
-    ("u-μP's optimal η drifts less across width than μP's and SP's",
-     "|drift| at the largest width: u-μP 0, μP 1 (log2; Fig. 1b)",
-     "|drift u-μP| ≤ |drift| of μP and of SP (log2 of η, largest vs smallest width)",
-     "transfer_summary.csv (lr_width); figures/transfer_width", claim_width_drift),
-    ("u-μP's best loss ≤ μP's at equal width",
-     "width 256: 3.289 vs 3.507; width 4096: 2.820 vs 2.884",
-     f"u-μP − μP ≤ {NOISE_SIGMAS:g} combined standard errors of the seeds (0 without replicates), every width",
-     "lr_width.csv; figures/transfer_width", claim_umup_beats_mup),
-    ("u-μP's optimal η transfers across depth", "optimum stable across depth 4…16",
-     f"|drift u-μP| ≤ {MAX_DRIFT_LOG2:g} (log2) at the largest depth",
-     "transfer_summary.csv (lr_depth); figures/transfer_depth", _axis_drift("lr_depth")),
-    ("u-μP's optimal η transfers across batch size", "optimum stable across batch 64…256",
-     f"|drift u-μP| ≤ {MAX_DRIFT_LOG2:g} (log2) at the largest batch",
-     "transfer_summary.csv (lr_batch); figures/transfer_batch", _axis_drift("lr_batch")),
-    ("u-μP's optimal η transfers across training steps", "optimum stable across 8192…32768 steps",
-     f"|drift u-μP| ≤ {MAX_DRIFT_LOG2:g} (log2) at the most steps",
-     "transfer_summary.csv (lr_steps); figures/transfer_steps", _axis_drift("lr_steps")),
-    ("u-μP-FP8 is within 1% of u-μP in FP32", "width 4096: 2.84 vs 2.82 (under 1%)",
-     f"(FP8 − FP32)/FP32 ≤ {FP8_TOLERANCE:.0%} + noise, best η each, largest width",
-     "fp8.csv; figures/fp8_training", claim_umup_fp8),
-    ("μP-FP8 degrades", "width 4096: 6.75 vs 2.90 (fails to train)",
-     f"(FP8 − FP32)/FP32 > {FP8_TOLERANCE:.0%} + noise (or every FP8 run diverged), best η each",
-     "fp8.csv; figures/fp8_training", claim_mup_fp8),
-    ("u-μP tensors have unit scale at initialization",
-     "every weight, activation, gradient ≈ 1 except logits (≈ 1/√width)",
-     f"share of u-μP (tensor type, kind, width) with RMS in [{UNIT_BAND[0]:g}, {UNIT_BAND[1]:g}] ≥ {UNIT_SHARE:.0%}",
-     "figures/rms_init (results/tables/figures/rms_init.csv)", claim_unit_scale),
-    ("μP's gradients sit far below u-μP's at initialization (FP8 underflow)",
-     "μP gradients near 2^-20, below E5M2's 2^-14; u-μP ≈ 2^0",
-     f"median gradient RMS: u-μP / μP ≥ 2^{GRAD_GAP_LOG2:g}, largest common width",
-     "figures/rms_init (results/tables/figures/rms_init.csv)", claim_mup_grads),
-    ("End-of-training RMS depends mainly on η", "Fig. 14: RMS moves with η, little with width, depth, steps, batch",
-     "median over tensor types of the spread of log2 RMS along η > along every other swept axis",
-     "figures/rms_end (results/tables/figures/rms_end.csv)", claim_rms_end),
-    ("u-μP's independent search ≈ random search", "u-μP: random search 3.281, LR sweep alone 3.287 (Fig. 1a)",
-     f"(independent − random)/random ≤ {SEARCH_TOLERANCE:.0%} + noise, best loss of each",
-     "search_random.csv, search_staged.csv; figures/search_strategies", claim_search),
-    ("HPs interdepend less under u-μP: mean pairwise transfer error u-μP < μP", "μP 0.03, u-μP 0.005 (Fig. 4)",
-     "mean transfer error over HP pairs: u-μP < μP", "transfer_error.csv", claim_transfer_error),
-    ("The stability fixes make μP's η transfer across width", "without them transfer breaks down (Fig. 2)",
-     "|drift μP| (log2, largest width) without the fixes (llama) > with them (llama_fixes)",
-     "transfer_summary.csv (setting)", claim_stability_fixes),
+    (
+        "u-μP's optimal η drifts less across width than μP's and SP's",
+        "|drift| at the largest width: u-μP 0, μP 1 (log2; Fig. 1b)",
+        "|drift u-μP| ≤ |drift| of μP and of SP (log2 of η, largest vs smallest width)",
+        "transfer_summary.csv (lr_width); figures/transfer_width",
+        claim_width_drift,
+    ),
+    (
+        "u-μP's best loss ≤ μP's at equal width",
+        "width 256: 3.289 vs 3.507; width 4096: 2.820 vs 2.884",
+        f"u-μP − μP ≤ {NOISE_SIGMAS:g} combined standard errors of the seeds (0 without replicates), every width",
+        "lr_width.csv; figures/transfer_width",
+        claim_umup_beats_mup,
+    ),
+    (
+        "u-μP's optimal η transfers across depth",
+        "optimum stable across depth 4…16",
+        f"|drift u-μP| ≤ {MAX_DRIFT_LOG2:g} (log2) at the largest depth",
+        "transfer_summary.csv (lr_depth); figures/transfer_depth",
+        _axis_drift("lr_depth"),
+    ),
+    (
+        "u-μP's optimal η transfers across batch size",
+        "optimum stable across batch 64…256",
+        f"|drift u-μP| ≤ {MAX_DRIFT_LOG2:g} (log2) at the largest batch",
+        "transfer_summary.csv (lr_batch); figures/transfer_batch",
+        _axis_drift("lr_batch"),
+    ),
+    (
+        "u-μP's optimal η transfers across training steps",
+        "optimum stable across 8192…32768 steps",
+        f"|drift u-μP| ≤ {MAX_DRIFT_LOG2:g} (log2) at the most steps",
+        "transfer_summary.csv (lr_steps); figures/transfer_steps",
+        _axis_drift("lr_steps"),
+    ),
+    (
+        "u-μP-FP8 is within 1% of u-μP in FP32",
+        "width 4096: 2.84 vs 2.82 (under 1%)",
+        f"(FP8 − FP32)/FP32 ≤ {FP8_TOLERANCE:.0%} + noise, best η each, largest width",
+        "fp8.csv; figures/fp8_training",
+        claim_umup_fp8,
+    ),
+    (
+        "μP-FP8 degrades",
+        "width 4096: 6.75 vs 2.90 (fails to train)",
+        f"(FP8 − FP32)/FP32 > {FP8_TOLERANCE:.0%} + noise (or every FP8 run diverged), best η each",
+        "fp8.csv; figures/fp8_training",
+        claim_mup_fp8,
+    ),
+    (
+        "u-μP tensors have unit scale at initialization",
+        "every weight, activation, gradient ≈ 1 except logits (≈ 1/√width)",
+        f"share of u-μP (tensor type, kind, width) with RMS in [{UNIT_BAND[0]:g}, {UNIT_BAND[1]:g}] ≥ {UNIT_SHARE:.0%}",
+        "figures/rms_init (results/tables/figures/rms_init.csv)",
+        claim_unit_scale,
+    ),
+    (
+        "μP's gradients sit far below u-μP's at initialization (FP8 underflow)",
+        "μP gradients near 2^-20, below E5M2's 2^-14; u-μP ≈ 2^0",
+        f"median gradient RMS: u-μP / μP ≥ 2^{GRAD_GAP_LOG2:g}, largest common width",
+        "figures/rms_init (results/tables/figures/rms_init.csv)",
+        claim_mup_grads,
+    ),
+    (
+        "End-of-training RMS depends mainly on η",
+        "Fig. 14: RMS moves with η, little with width, depth, steps, batch",
+        "median over tensor types of the spread of log2 RMS along η > along every other swept axis",
+        "figures/rms_end (results/tables/figures/rms_end.csv)",
+        claim_rms_end,
+    ),
+    (
+        "u-μP's independent search ≈ random search",
+        "u-μP: random search 3.281, LR sweep alone 3.287 (Fig. 1a)",
+        f"(independent − random)/random ≤ {SEARCH_TOLERANCE:.0%} + noise, best loss of each",
+        "search_random.csv, search_staged.csv; figures/search_strategies",
+        claim_search,
+    ),
+    (
+        "HPs interdepend less under u-μP: mean pairwise transfer error u-μP < μP",
+        "μP 0.03, u-μP 0.005 (Fig. 4)",
+        "mean transfer error over HP pairs: u-μP < μP",
+        "transfer_error.csv",
+        claim_transfer_error,
+    ),
+    (
+        "The stability fixes make μP's η transfer across width",
+        "without them transfer breaks down (Fig. 2)",
+        "|drift μP| (log2, largest width) without the fixes (llama) > with them (llama_fixes)",
+        "transfer_summary.csv (setting)",
+        claim_stability_fixes,
+    ),
 ]
 
 COLUMNS = ["claim", "paper_value", "measured", "threshold", "verdict", "evidence"]
@@ -362,8 +430,16 @@ def scorecard(tables: str | os.PathLike = "results/tables", only: Iterable[str] 
             measured, verdict = measure(loaded)
         except (KeyError, ValueError, IndexError) as err:  # a table without the columns it needs
             measured, verdict = f"({type(err).__name__}: {err})", NOT_MEASURED
-        rows.append({"claim": claim, "paper_value": paper, "measured": measured or "– (its tables are absent or hold no such runs)", "threshold": threshold,
-                     "verdict": verdict, "evidence": evidence})
+        rows.append(
+            {
+                "claim": claim,
+                "paper_value": paper,
+                "measured": measured or "– (its tables are absent or hold no such runs)",
+                "threshold": threshold,
+                "verdict": verdict,
+                "evidence": evidence,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

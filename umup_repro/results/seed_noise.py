@@ -32,10 +32,15 @@ def loss_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """
     df = df.copy()
     mean_col = _find_column(df, LOSS, "mean")
-    sem_col = (_find_column(df, LOSS, "sem") or _find_column(df, LOSS, "stderr")
-               or _find_column(df, LOSS, "std_err") or _find_column(df, "loss", "sem"))
-    n_col = _find_column(df, "n_seed") or _find_column(df, "seeds", exclude=("train.",)) or _find_column(
-        df, "replicates")
+    sem_col = (
+        _find_column(df, LOSS, "sem")
+        or _find_column(df, LOSS, "stderr")
+        or _find_column(df, LOSS, "std_err")
+        or _find_column(df, "loss", "sem")
+    )
+    n_col = (
+        _find_column(df, "n_seed") or _find_column(df, "seeds", exclude=("train.",)) or _find_column(df, "replicates")
+    )
     if mean_col is not None:
         df[LOSS] = df[mean_col]
     df = prepare(df)

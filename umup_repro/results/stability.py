@@ -16,7 +16,8 @@ A cell's setting is read off its config (there is no `setting` key to set) so th
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 SETTINGS = ("tpv", "llama", "llama_fixes")
 SETTING_LABELS = {

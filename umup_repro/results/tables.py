@@ -21,8 +21,13 @@ import pandas as pd
 
 LOSS = "final_val_loss"
 # The swept axes of the end-of-training RMS (figure rms_end, paper Fig. 14, and its claim): short labels.
-RMS_END_AXIS_LABEL = {"train.lr": "η", "model.width": "width", "model.depth": "depth", "train.steps": "steps",
-                      "train.batch_size": "batch"}
+RMS_END_AXIS_LABEL = {
+    "train.lr": "η",
+    "model.width": "width",
+    "model.depth": "depth",
+    "train.steps": "steps",
+    "train.batch_size": "batch",
+}
 
 
 def _as_bool(series: pd.Series) -> pd.Series:
@@ -86,8 +91,9 @@ def load_coord_check(tables: str | os.PathLike, parametrizations: Sequence[str] 
     for p in names:
         path = root / p / "coord_check.csv"
         if not path.exists():
-            raise FileNotFoundError(f"figures: {path} is missing; run `umup-repro coord-check "
-                                    f"--parametrization {p} --out {root / p}`")
+            raise FileNotFoundError(
+                f"figures: {path} is missing; run `umup-repro coord-check --parametrization {p} --out {root / p}`"
+            )
         frames.append(pd.read_csv(path))
     if not frames:
         raise FileNotFoundError(f"figures: no coord_check tables under {root}")
@@ -121,8 +127,21 @@ def tensor_group(ttype: str) -> str:
 def rms_long(rms: pd.DataFrame, main: pd.DataFrame) -> pd.DataFrame:
     """RMS rows joined with their cell's config; `type` (tensor kind without block index) and
     `group` added. Values that are not positive and finite are dropped (log axes)."""
-    keep = [c for c in ("cell", "variant", "diverged", "loss", "model.width", "model.depth", "train.lr",
-                        "train.steps", "train.batch_size") if c in main]
+    keep = [
+        c
+        for c in (
+            "cell",
+            "variant",
+            "diverged",
+            "loss",
+            "model.width",
+            "model.depth",
+            "train.lr",
+            "train.steps",
+            "train.batch_size",
+        )
+        if c in main
+    ]
     rms = rms.drop_duplicates(["cell", "step", "tensor", "kind"])  # cells shared between sweeps
     df = rms.merge(main[keep].drop_duplicates("cell"), on="cell", how="inner")
     df["rms"] = pd.to_numeric(df["rms"], errors="coerce")
@@ -137,8 +156,17 @@ def median_over_blocks(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return df.groupby(by + ["kind", "type", "group"], as_index=False)["rms"].median()
 
 
-__all__ = ["LOSS", "load_coord_check", "load_table", "median_over_blocks", "pick_cell", "prepare", "rms_long",
-           "tensor_group", "tensor_type"]
+__all__ = [
+    "LOSS",
+    "load_coord_check",
+    "load_table",
+    "median_over_blocks",
+    "pick_cell",
+    "prepare",
+    "rms_long",
+    "tensor_group",
+    "tensor_type",
+]
 
 
 def loglog_slope(x, y) -> float:

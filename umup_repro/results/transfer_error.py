@@ -2,9 +2,9 @@
 when another HP sits at a wrong value, i.e. how interdependent two HPs are.
 
 Definition (u-μP, arXiv 2407.17465v3, Algorithm 1 "transfer error", beside Fig. 4 in the
-paper's study of hyperparameter independence; docs/paper.md#reference-numbers): given a *fixed* HP with values F = {f_1 … f_n}, a
-*transfer* HP with values T, and the final validation loss L(f, t) of every pair (every other HP
-at its default),
+paper's study of hyperparameter independence; docs/paper.md#reference-numbers): given a *fixed*
+HP with values F = {f_1 … f_n}, a *transfer* HP with values T, and the final validation loss
+L(f, t) of every pair (every other HP at its default),
 
     (f*, t*) = argmin L
     error    = 1/(n − 1) · Σ_{f ≠ f*} [ L(f*, argmin_t L(f, t)) − L(f*, t*) ]
@@ -25,19 +25,33 @@ block gives both orders (a fixed, b transfer; and b fixed, a transfer).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from umup_repro.core.atomic import write_text
+from umup_repro.results.replicates import by_value, stats
 from umup_repro.sweeps.grid import axis_values, expand_sweep
 from umup_repro.sweeps.presets import PresetError, default_preset, load_preset
-from umup_repro.results.replicates import by_value, stats
 
-COLUMNS = ["parametrization", "hp_a", "hp_b", "transfer_error", "sweep", "block", "n_a", "n_b",
-           "opt_a", "opt_b", "best_loss", "seeds_n", "diverged"]
+COLUMNS = [
+    "parametrization",
+    "hp_a",
+    "hp_b",
+    "transfer_error",
+    "sweep",
+    "block",
+    "n_a",
+    "n_b",
+    "opt_a",
+    "opt_b",
+    "best_loss",
+    "seeds_n",
+    "diverged",
+]
 
 
 def transfer_error(loss: np.ndarray) -> float:
@@ -90,10 +104,23 @@ def pair_rows(table: pd.DataFrame, sweep: str, spec: Mapping[str, Any], defaults
             loss, seeds = _grid(sub, a, b, values[a], values[b])
             filled = np.where(np.isfinite(loss), loss, np.inf)
             ia, ib = np.unravel_index(np.argmin(filled), loss.shape)
-            rows.append({"parametrization": param, "hp_a": a, "hp_b": b, "transfer_error": transfer_error(loss),
-                         "sweep": sweep, "block": i, "n_a": len(values[a]), "n_b": len(values[b]),
-                         "opt_a": values[a][ia], "opt_b": values[b][ib], "best_loss": float(filled[ia, ib]),
-                         "seeds_n": seeds, "diverged": int(np.isinf(loss).sum())})
+            rows.append(
+                {
+                    "parametrization": param,
+                    "hp_a": a,
+                    "hp_b": b,
+                    "transfer_error": transfer_error(loss),
+                    "sweep": sweep,
+                    "block": i,
+                    "n_a": len(values[a]),
+                    "n_b": len(values[b]),
+                    "opt_a": values[a][ia],
+                    "opt_b": values[b][ib],
+                    "best_loss": float(filled[ia, ib]),
+                    "seeds_n": seeds,
+                    "diverged": int(np.isinf(loss).sum()),
+                }
+            )
     return rows
 
 
