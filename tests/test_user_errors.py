@@ -219,12 +219,18 @@ def test_ctrl_c_checkpoints_exits_130_and_resumes(cfg, tmp_path):
 
 
 def test_ctrl_c_in_other_commands_exits_130_with_a_message(tmp_path):
-    """Ctrl-C while a command computes. `bench` prints its first line once torch is imported and then
-    computes for tens of seconds, so the signal lands in the computation: a signal that arrives
-    during a library's import can be swallowed there (on a loaded CI machine a fixed sleep landed in
-    the imports and the command ran on to its end)."""
+    """Ctrl-C while a command computes: `bench` prints its first line once torch is imported and then
+    computes for tens of seconds, so the signal lands in the computation."""
     proc = subprocess.Popen(
-        [*UMUP, "bench"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        [*UMUP, "bench"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        # as from a terminal: a job started in the background (CI's runner can be one) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     first = proc.stdout.readline()
     assert first.startswith("umup-repro bench:"), first
