@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
 from umup_repro.core.errors import UserExit, appended_log, user_error_message
@@ -19,6 +20,15 @@ def _train(args: argparse.Namespace) -> int:
     from umup_repro.training.train import main as train_main
 
     return train_main(args)
+
+
+def _cell_server(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from umup_repro.training.cell_server import serve
+
+    serve(Path(args.socket), args.max_cells, args.idle, run=main)
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -181,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_train)
 
+    p = sub.add_parser(
+        "cell-server", help="the warm process `train` starts itself when UMUP_CELL_SERVER=N (preset: batch_cells)"
+    )
+    p.add_argument("socket", help="the Unix socket to listen on")
+    p.add_argument("--max-cells", type=int, default=1000, help="cells to train before exiting")
+    p.add_argument("--idle", type=float, default=60.0, help="seconds without a cell before exiting")
+    p.set_defaults(func=_cell_server)
+
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
     p.add_argument("--parametrization", required=True, choices=parametrization_names(), help="parametrization to check")
     p.add_argument("--widths", default="64,128,256,512,1024", type=_widths, help="comma-separated widths")
@@ -331,7 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors exit 2 with a one-line message, Ctrl-C 130 (`train` first
-    checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback."""
+    checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback. With
+    UMUP_CELL_SERVER=N set, `train` runs in a forked child of a warm server instead (cell_server)."""
+    from umup_repro.training.cell_server import SERVER_ENV
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"] and os.environ.get(SERVER_ENV, "").isdigit():
+        from umup_repro.training.cell_server import run_in_server
+
+        return run_in_server(argv, max_cells=int(os.environ[SERVER_ENV]))
     args = build_parser().parse_args(argv)
     command = f"umup-repro {args.command}"
     log = contextlib.ExitStack()

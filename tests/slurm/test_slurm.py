@@ -43,9 +43,9 @@ def cell(sweep, lr=None, steps=None, resources=None, **overrides):
     return {"sweep": sweep, "config": config, "resources": resources or {}}
 
 
-def snakemake(workdir, cells, env, *args, timeout=300, background=False):
+def snakemake(workdir, cells, env, *args, timeout=300, background=False, batch_cells=""):
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "cells.yaml").write_text(yaml.safe_dump({"cells": cells}))
+    (workdir / "cells.yaml").write_text(yaml.safe_dump({"cells": cells, "batch_cells": batch_cells}))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--configfile", "cells.yaml", *args]
     out = open(workdir / "snakemake.out", "w")
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -150,8 +150,16 @@ def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(c
     t0 = time.time()
     # three cells packed into two SLURM jobs (groups of at most 2; cells in one group must agree
     # on string resources such as slurm_partition, or Snakemake refuses the group)
+    # ... and each packed job trains its cells in one warm process (batch_cells, cell_server)
     code, out = on_cluster(
-        tmp_path / "cluster", cells, cluster_env, "--groups", "train_cell=cells", "--group-components", "cells=2"
+        tmp_path / "cluster",
+        cells,
+        cluster_env,
+        "--groups",
+        "train_cell=cells",
+        "--group-components",
+        "cells=2",
+        batch_cells=4,
     )
     elapsed = time.time() - t0
     assert code == 0, out
@@ -227,7 +235,8 @@ def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(clu
     )
 
     work = tmp_path / "cluster"
-    proc = on_cluster(work, cells, cluster_env, background=True)
+    # batched (the cell runs in a forked child of the job's cell server): SLURM's signal reaches it
+    proc = on_cluster(work, cells, cluster_env, background=True, batch_cells=4)
     run = work / "results/runs/s/long"
     job_id = None
     try:

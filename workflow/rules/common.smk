@@ -34,6 +34,15 @@ def cell_resources(key, default=None):
     return get
 
 
+def batch_server(wildcards, input):
+    """UMUP_CELL_SERVER of a train_cell job: the preset's `batch_cells` for a cell trained here in
+    one process (a copied run or a distributed cell: empty, a process of its own as before)."""
+    batch = config.get("batch_cells", 1)
+    if batch <= 1 or input or cell_of(wildcards).config.distributed.world_size > 1:
+        return ""
+    return str(batch)
+
+
 # A cell reached by several sweeps (same config, same id) is trained once, in the first sweep
 # that lists it (its home); the other sweeps copy the finished run.
 HOME = {}

@@ -6,6 +6,9 @@
 # starts one rank per device, elsewhere Lightning's launcher starts them. Snakemake deletes a
 # job's log before it starts, so a job refused because its cell is in use (an orphaned trainer)
 # would erase the running one's: every attempt also appends to <cell>.attempts.log (train --log).
+# `batch_cells: N` (> 1) trains up to N cells in one warm process: each job's `umup-repro train`
+# hands its cell to a server that imported torch and Lightning once and forks a child per cell
+# (umup_repro/training/cell_server.py); the job, its files and its exit code are unchanged.
 
 from umup_repro.training.distributed import srun_prefix
 
@@ -38,6 +41,7 @@ rule train_cell:
         config=lambda w: cell_of(w).config_json,
         reuse=lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else "",
         launch=lambda w, input: "" if input else srun_prefix(cell_of(w).config),
+        server=lambda w, input: batch_server(w, input),
     threads: config.get("threads_per_cell", 1)
     resources:
         runtime=cell_resources("runtime"),
@@ -53,7 +57,7 @@ rule train_cell:
     conda:
         "../envs/umup-repro.yaml"
     shell:
-        "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} {params.launch}umup-repro train -"
+        "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} UMUP_CELL_SERVER={params.server} {params.launch}umup-repro train -"
         " --out results/runs/{wildcards.sweep}/{wildcards.cell} --sweep {wildcards.sweep}"
         " --cell {wildcards.cell} --progress lines {params.reuse}"
         " --log results/logs/train/{wildcards.sweep}/{wildcards.cell}.attempts.log > {log} 2>&1"
