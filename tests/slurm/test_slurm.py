@@ -5,6 +5,7 @@ its checkpoint; a failing cell is retried then reported with its log tail; statu
 sacct call per interval; GPU requests are rendered into the sbatch script."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -177,7 +178,7 @@ def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(c
     logs = tmp_path / "cluster" / "results" / "logs"
     slurm_logs = sorted(p.name for p in (logs / "slurm").iterdir())
     assert len(slurm_logs) == 2 and any(p.startswith("group-cells-") for p in slurm_logs), slurm_logs
-    assert (logs / "train" / "s" / "a1.log").exists()
+    assert "forked by cell server" in (logs / "train" / "s" / "a1.log").read_text()  # batch_cells
     # status: one sacct per interval for all jobs, never one per job; one sbatch per SLURM job
     _, calls = shim_path
     calls = calls()
@@ -189,6 +190,27 @@ def test_workflow_on_cluster_matches_local_run_with_packing_and_batched_status(c
     jobs_per_sacct = [c[1].count("-j ") for c in calls if c[0] == "sacct"]
     assert max(jobs_per_sacct) == 2  # both jobs in flight were asked about in one call
     (tmp_path / "scheduler_calls.json").write_text(json.dumps(counts))
+
+
+def test_gpu_packing_shares_one_gpu_between_cells_running_at_once_in_one_job(cluster_env, shim_path, tmp_path):
+    """Four one-GPU cells in one SLURM job, two at a time (UMUP_SLURM_GROUP_CPUS=2) on one shared
+    GPU (UMUP_SLURM_CELLS_PER_GPU=2), all trained by the job's one cell server."""
+    cells = {f"g{i}": cell("s", lr=0.25 * 2**i, resources={"gpus": 1}) for i in range(4)}
+    env = {**cluster_env, "UMUP_SLURM_GROUP_CPUS": "2", "UMUP_SLURM_CELLS_PER_GPU": "2"}
+    code, out = on_cluster(
+        tmp_path, cells, env, "--groups", "train_cell=cells", "--group-components", "cells=4", batch_cells=4
+    )
+    assert code == 0, out
+    _, calls = shim_path
+    assert sum(1 for c in calls() if c[0] == "sbatch") == 1
+    [folder] = (tmp_path / "results/logs/slurm").iterdir()
+    [job_id] = {p.name.split("_")[0] for p in folder.glob("*_log.out")}
+    [(tres,)] = sacct("AllocTRES", jobs=[job_id])
+    assert "gres/gpu=1" in tres and "cpu=2" in tres, tres
+    logs = [(tmp_path / f"results/logs/train/s/{cid}.log").read_text() for cid in cells]
+    servers = {re.search(r"forked by cell server (\d+)", text).group(1) for text in logs}
+    assert len(servers) == 1, logs
+    assert all((tmp_path / f"results/runs/s/{cid}/summary.json").exists() for cid in cells)
 
 
 def test_failing_cell_is_retried_then_reported_with_log_tail_while_others_finish(cluster_env, shim_path, tmp_path):

@@ -12,7 +12,7 @@ and a job nobody can account for fails with a message naming `sacct`: the driver
 forever on a broken accounting database.
 
 Settings (`--submitit-<name>` on the command line, `submitit-<name>:` in a profile):
-logdir, partition, account, qos, constraint, signal-delay-s, max-requeues, group-cpus,
+logdir, partition, account, qos, constraint, signal-delay-s, max-requeues, group-cpus, cells-per-gpu,
 log-tail-lines, setup, status-retries, status-fallback (squeue | fail), status-timeout-s.
 Resources read from each job: runtime, mem_mb, mem_mb_per_cpu, gpus, cpus_per_task,
 slurm_partition, slurm_account, slurm_qos, slurm_constraint, slurm_extra.
@@ -84,6 +84,14 @@ class ExecutorSettings(ExecutorSettingsBase):
             "can run at once). With a cap, the group runs cap/cpus-per-cell members at "
             "a time and its time limit, memory and GPUs are scaled to match. "
             "$UMUP_SLURM_GROUP_CPUS overrides."
+        },
+    )
+    cells_per_gpu: int = field(
+        default=1,
+        metadata={
+            "help": "Members of a packed group job that share one GPU (GPU packing: small cells "
+            "leave a GPU mostly idle). The group asks for ceil(members at once x GPUs per member "
+            "/ this) GPUs, which its members all see. $UMUP_SLURM_CELLS_PER_GPU overrides."
         },
     )
     log_tail_lines: int = field(
@@ -177,30 +185,36 @@ class Executor(RemoteExecutor):
     def _group_cap(self) -> int:
         return int(os.environ.get("UMUP_SLURM_GROUP_CPUS") or self.settings.group_cpus or 0)
 
+    def _cells_per_gpu(self) -> int:
+        return max(1, int(os.environ.get("UMUP_SLURM_CELLS_PER_GPU") or self.settings.cells_per_gpu or 1))
+
     def _resources_of(self, job: JobExecutorInterface) -> dict:
-        """The job's resources; for a group under a CPU cap, sized for k members at a time."""
+        """The job's resources; for a group under a CPU cap, sized for k members at a time; a
+        group's GPUs shared by `cells_per_gpu` members each."""
         resources = dict(job.resources.items())
-        if job.is_group():  # Snakemake sums a group's resources, but a cell's node/task shape is not additive
-            for key in ("nodes", "tasks_per_node"):
-                resources[key] = max(int(dict(j.resources.items()).get(key) or 1) for j in job.jobs)
-        cap = self._group_cap() if job.is_group() else 0
-        if not cap:
+        if not job.is_group():
             return resources
+        # Snakemake sums a group's resources, but a cell's node/task shape is not additive
+        for key in ("nodes", "tasks_per_node"):
+            resources[key] = max(int(dict(j.resources.items()).get(key) or 1) for j in job.jobs)
         members = [dict(j.resources.items()) for j in job.jobs]
 
         def most(key, default=0):
             return max(float(m.get(key) or default) for m in members)
 
-        per_cell = max(1, int(most("cpus_per_task", 1) or most("_cores", 1)))
-        k = max(1, min(len(members), cap // per_cell))
-        waves = -(-len(members) // k)
-        resources.update(
-            cpus_per_task=k * per_cell,
-            _cores=k * per_cell,
-            mem_mb=int(k * most("mem_mb")) or None,
-            gpus=int(k * most("gpus")),
-            runtime=int(waves * most("runtime")) or None,
-        )
+        cap, share = self._group_cap(), self._cells_per_gpu()
+        if cap:
+            per_cell = max(1, int(most("cpus_per_task", 1) or most("_cores", 1)))
+            k = max(1, min(len(members), cap // per_cell))
+            resources.update(
+                cpus_per_task=k * per_cell,
+                _cores=k * per_cell,
+                mem_mb=int(k * most("mem_mb")) or None,
+                gpus=int(k * most("gpus")),
+                runtime=int(-(-len(members) // k) * most("runtime")) or None,
+            )
+        if share > 1 and resources.get("gpus"):
+            resources["gpus"] = max(1, -(-int(resources["gpus"]) // share))
         return resources
 
     # the job's command: Snakemake itself, in remote mode, with the job's cores
