@@ -160,6 +160,9 @@ def _child(config_path: str, out: str, report: str) -> int:
     args.log_every, args.keep_checkpoints, args.logger = None, False, None
     code = train.main(args)
     stamps["end"] = time.monotonic()
+    from umup_repro.cli import _quick_exit
+
+    _quick_exit()  # what the `umup-repro` command does before its process exits
     Path(report).write_text(
         json.dumps({"code": code, "stamps": stamps, "seconds": ledger.seconds, "counts": ledger.counts}),
         encoding="utf-8",
