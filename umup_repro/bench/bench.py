@@ -12,6 +12,8 @@
    plain and u-μP / SP, and the ratio of total times. First at the bench's shape, logging outside
    the timed steps; then a whole default cell of `--preset` (tiny, width 64) with its RMS probes,
    validation and checkpoints, which fall in the Lightning steps. `--warmup-steps` are dropped.
+   The loops share one process, so its garbage collector and Lightning's global settings
+   (deterministic algorithms) weigh on all of them; `umup-repro bench-cell` times a cell as its own process.
 3. throughput (on a GPU, or with `--throughput`): tokens/s and MFU of a training step in bf16
    autocast, for SP, u-μP and u-μP-FP8 at `--gpu-width` (default 1024); MFU against the device's
    dense bf16 peak (`umup_repro.training.provenance.PEAK_BF16_FLOPS`), FP8 included, so MFUs compare directly.
