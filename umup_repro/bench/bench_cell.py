@@ -168,9 +168,7 @@ def _child(config_path: str, out: str, report: str) -> int:
     code = train.main(args)
     gc.callbacks.remove(collecting)
     stamps["end"] = time.monotonic()
-    from umup_repro.cli import _quick_exit
-
-    _quick_exit()  # what the `umup-repro` command does before its process exits
+    gc.freeze()  # as the `umup-repro` command does before its process exits (cli._quick_exit)
     Path(report).write_text(
         json.dumps({"code": code, "stamps": stamps, "seconds": ledger.seconds, "counts": ledger.counts}),
         encoding="utf-8",
