@@ -35,6 +35,7 @@ REFUSING = {
         "hp_pairs.csv",
     ),
     "bench-dag": (["bench-dag", "--preset", "nosuch"], "nosuch"),
+    "bench-cell": (["bench-cell", "--preset", "nosuch"], "nosuch"),
     "plot": (["plot", "no_such_figure", "--tables", "{tmp}"], "no_such_figure"),
     "claims": (["claims", "--inputs", "{tmp}/missing.csv", "--out", "{tmp}/c.csv"], "missing.csv"),
 }

@@ -3,13 +3,17 @@
 1. forward+backward time of each parametrization on one random batch (medians over `repeats`
    after two warm-up passes; the parametrizations take turns pass by pass): the cost of u-μP's
    unit-scaled ops (custom autograd functions, extra scale multiplications) and of simulated FP8.
-2. training step, plain PyTorch loop vs our Lightning run, on the same model, optimizer, schedule
-   and batches: the plain loop is batch → loss → zero_grad → backward → optimizer step → scheduler
-   step → loss.item(); the Lightning run is `umup_repro.training.train.run_cell` itself (the Trainer and
-   module a cell runs, RMS/validation/checkpoints pushed outside the timed steps). A step's time is
-   the interval between consecutive step ends (data fetching included); the first
-   `--warmup-steps` of each run are dropped; runs alternate plain/Lightning `--rounds` times and
-   the median over all kept steps is reported. Also u-μP vs SP per training step (plain loop).
+2. training step, plain PyTorch loops vs our Lightning run, on the same model, optimizer, schedule
+   and batches: a plain loop is batch → loss → zero_grad → backward → optimizer step → scheduler
+   step → loss.item(); the Lightning run is `umup_repro.training.train.run_cell` itself (the Trainer
+   and module a cell runs). They take turns step by step (after each Lightning step, one u-μP and
+   one SP plain step, from a callback), so load on a shared machine weighs on all alike; printed:
+   median step times and the spread (median, quartiles, extremes) of the per-step ratios Lightning /
+   plain and u-μP / SP, and the ratio of total times. First at the bench's shape, logging outside
+   the timed steps; then a whole default cell of `--preset` (tiny, width 64) with its RMS probes,
+   validation and checkpoints, which fall in the Lightning steps. `--warmup-steps` are dropped.
+   The loops share one process, so its garbage collector and Lightning's global settings
+   (deterministic algorithms) weigh on all of them; `umup-repro bench-cell` times a cell as its own process.
 3. throughput (on a GPU, or with `--throughput`): tokens/s and MFU of a training step in bf16
    autocast, for SP, u-μP and u-μP-FP8 at `--gpu-width` (default 1024); MFU against the device's
    dense bf16 peak (`umup_repro.training.provenance.PEAK_BF16_FLOPS`), FP8 included, so MFUs compare directly.
@@ -93,78 +97,109 @@ def step_config(
     )
 
 
-def plain_step_times(config, tokens, *, device: str = "cpu", compile: bool = False) -> list[float]:
-    """Seconds per training step of a plain PyTorch loop (interval between step ends)."""
-    from umup_repro.data import train_batch
-    from umup_repro.model.optim import build_optimizer, build_scheduler
+class PlainLoop:
+    """A plain PyTorch training loop, one `step()` at a time: batch → loss → zero_grad → backward →
+    (clip) → optimizer step → scheduler step → loss.item(). Stepped by the caller, so several loops
+    (and a Lightning run) can take turns step by step."""
 
-    t, m = config.train, config.model
-    torch.manual_seed(t.seed)
-    model = build_model(config).to(device)
-    optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config)
-    loss_fn = torch.compile(model.loss) if compile else model.loss
-    bf16 = t.precision == "bf16-mixed"
+    def __init__(self, config, tokens, *, device: str = "cpu", compile: bool = False):
+        from umup_repro.model.optim import build_optimizer, build_scheduler
 
-    def autocast():
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        t = config.train
+        torch.manual_seed(t.seed)
+        self.config, self.tokens, self.device, self.step_index = config, tokens, device, 0
+        self.model = build_model(config).to(device)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.loss_fn = torch.compile(self.model.loss) if compile else self.model.loss
+        bf16 = t.precision == "bf16-mixed"
+        dev = torch.device(device).type
+        self.autocast = (lambda: torch.autocast(dev, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
-    ends = [time.perf_counter()]
-    for step in range(t.steps):
-        batch = train_batch(tokens, seed=t.seed, step=step, batch_size=t.batch_size, seq_len=m.seq_len)
-        batch = batch.to(device, non_blocking=True)
-        with autocast():
-            loss = loss_fn(batch)
-        optimizer.zero_grad(set_to_none=True)
+    def step(self) -> None:
+        from umup_repro.data import train_batch
+
+        t, m = self.config.train, self.config.model
+        batch = train_batch(self.tokens, seed=t.seed, step=self.step_index, batch_size=t.batch_size, seq_len=m.seq_len)
+        batch = batch.to(self.device, non_blocking=True)
+        with self.autocast():
+            loss = self.loss_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        scheduler.step()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
         loss.item()  # a real loop looks at its loss; on a GPU this is the step's sync
+        self.step_index += 1
+
+
+def plain_step_times(config, tokens, *, device: str = "cpu", compile: bool = False) -> list[float]:
+    """Seconds per training step of a plain PyTorch loop (interval between step ends)."""
+    loop = PlainLoop(config, tokens, device=device, compile=compile)
+    ends = [time.perf_counter()]
+    for _ in range(config.train.steps):
+        loop.step()
         ends.append(time.perf_counter())
     return [b - a for a, b in zip(ends, ends[1:])]
 
 
-def lightning_step_times(config, tokens) -> list[float]:
-    """Seconds per training step of our Lightning run (`run_cell`), in a temporary run folder."""
+def interleaved_step_times(config, plain_configs: dict, tokens) -> dict[str, list[float]]:
+    """Seconds per training step of our Lightning run (`run_cell` on `config`, in a temporary run
+    folder) and of a plain loop per entry of `plain_configs`, taking turns step by step: after each
+    Lightning step, one step of each plain loop. A Lightning step is the interval from the end of
+    the previous turn to its batch end, so it holds Lightning's data fetching and the cell's
+    step-boundary work (validation, checkpoints) of the step before it."""
     import lightning as L
 
     from umup_repro.training.train import run_cell
 
-    class StepTimer(L.Callback):
-        def __init__(self):
-            self.ends: list[float] = []
+    loops = {name: PlainLoop(c, tokens["train"]) for name, c in plain_configs.items()}
+    times: dict[str, list[float]] = {"lightning": [], **{name: [] for name in loops}}
+
+    class TakeTurns(L.Callback):
+        mark = 0.0
 
         def on_train_start(self, trainer, pl_module):
-            self.ends.append(time.perf_counter())
+            self.mark = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.ends.append(time.perf_counter())
+            now = time.perf_counter()
+            times["lightning"].append(now - self.mark)
+            for name, loop in loops.items():
+                loop.step()
+                end = time.perf_counter()
+                times[name].append(end - now)
+                now = end
+            self.mark = time.perf_counter()
 
-    timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        code = run_cell(config, os.path.join(tmp, "cell"), progress="none", callbacks=[timer], tokens=tokens)
+        code = run_cell(config, os.path.join(tmp, "cell"), progress="none", callbacks=[TakeTurns()], tokens=tokens)
+    if code == 130:  # Ctrl-C: run_cell checkpointed and stopped; the command stops too
+        raise KeyboardInterrupt
     if code != 0:
         raise RuntimeError(f"benchmark run failed with exit code {code}")
-    return [b - a for a, b in zip(timer.ends, timer.ends[1:])]
+    return times
 
 
-def compare_loops(
-    *, width: int, depth: int, batch_size: int, seq_len: int, steps: int, warmup: int, rounds: int
-) -> dict[str, float]:
-    """Median step seconds: u-μP plain, u-μP Lightning, SP plain (runs alternate `rounds` times)."""
+def spread(ratios: list[float]) -> dict[str, float]:
+    """Median, quartiles and extremes of per-step ratios."""
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    return {"median": median, "q1": q1, "q3": q3, "min": min(ratios), "max": max(ratios)}
+
+
+def compare_loops(config, sp_config, *, warmup: int) -> dict[str, list[float]]:
+    """Step seconds, all interleaved step by step: u-μP in our Lightning run (`config`, its logging
+    as configured), u-μP plain loop (same config), SP plain loop (`sp_config`); the first `warmup`
+    steps dropped. Also the per-step ratios Lightning / plain and u-μP / SP."""
     from umup_repro.data import token_arrays
 
-    shape = dict(width=width, depth=depth, batch_size=batch_size, seq_len=seq_len, steps=warmup + steps)
-    umup, sp = step_config("umup", **shape), step_config("sp", **shape)
-    tokens = token_arrays(umup)
-    times: dict[str, list[float]] = {"umup plain": [], "umup lightning": [], "sp plain": []}
-    for _ in range(rounds):
-        times["umup plain"] += plain_step_times(umup, tokens["train"])[warmup:]
-        times["umup lightning"] += lightning_step_times(umup, tokens)[warmup:]
-        times["sp plain"] += plain_step_times(sp, tokens["train"])[warmup:]
-    return {k: statistics.median(v) for k, v in times.items()}
+    raw = interleaved_step_times(config, {"umup plain": config, "sp plain": sp_config}, token_arrays(config))
+    times = {"umup lightning": raw["lightning"][warmup:], "umup plain": raw["umup plain"][warmup:]}
+    times["sp plain"] = raw["sp plain"][warmup:]
+    times["lightning / plain"] = [a / b for a, b in zip(times["umup lightning"], times["umup plain"])]
+    times["umup / sp"] = [a / b for a, b in zip(times["umup plain"], times["sp plain"])]
+    return times
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,6 +249,28 @@ def throughput(
     return out
 
 
+def preset_cell(preset: str, parametrization: str, width: int, steps: int | None):
+    """A preset's default cell (its shape, batch, RMS, validation and checkpoint settings) at
+    `parametrization`, `width` and `steps` (default: the preset's)."""
+    from umup_repro.bench.bench_cell import cell_config
+
+    return resolve_config(cell_config(preset, width, steps, parametrization))
+
+
+def print_loops(times: dict[str, list[float]]) -> None:
+    """Median step times, and the spread of the per-step ratios."""
+    for k in ("umup plain", "umup lightning", "sp plain"):
+        print(f"  {k:15s} {statistics.median(times[k]) * 1e3:8.1f} ms")
+    pairs = {"lightning / plain": ("umup lightning", "umup plain"), "umup / sp": ("umup plain", "sp plain")}
+    for k, name in (("lightning / plain", "Lightning / plain loop (u-muP)"), ("umup / sp", "u-muP / SP (plain loop)")):
+        r, (a, b) = spread(times[k]), pairs[k]
+        print(
+            f"  {name:31s} {r['median']:.3f} per step, median (IQR {r['q1']:.3f}-{r['q3']:.3f},"
+            f" min {r['min']:.3f}, max {r['max']:.3f}; {len(times[k])} steps);"
+            f" total time {sum(times[a]) / sum(times[b]):.3f}"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     import warnings
 
@@ -236,15 +293,28 @@ def main(args: argparse.Namespace) -> int:
 
     if args.steps > 0:
         print(
-            f"training step (fp32, CPU/1 device), median of {args.rounds} x {args.steps} steps after"
-            f" {args.warmup_steps} warm-up steps per run:"
+            f"training step (fp32, CPU/1 device), {args.rounds} x {args.steps} steps after {args.warmup_steps}"
+            " warm-up steps, our Lightning run and plain loops taking turns step by step:"
         )
-        loops = compare_loops(steps=args.steps, warmup=args.warmup_steps, rounds=args.rounds, **shape)
-        for k, t in loops.items():
-            print(f"  {k:15s} {t * 1e3:8.1f} ms")
-        print(f"  Lightning / plain loop (u-muP): {loops['umup lightning'] / loops['umup plain']:.3f}")
-        print(f"  u-muP / SP (plain loop step):   {loops['umup plain'] / loops['sp plain']:.3f}")
+        shape_steps = dict(shape, steps=args.warmup_steps + args.steps)
+        runs = [
+            compare_loops(
+                step_config("umup", **shape_steps), step_config("sp", **shape_steps), warmup=args.warmup_steps
+            )
+            for _ in range(args.rounds)
+        ]
+        print_loops({k: [x for r in runs for x in r[k]] for k in runs[0]})
         print(f"  u-muP / SP (forward+backward):  {times['umup'] / times['sp']:.3f}")
+    if args.preset != "none":
+        config = preset_cell(args.preset, "umup", args.preset_width, args.preset_steps)
+        c = config
+        print(
+            f"a whole cell of preset {args.preset} (u-muP, width {c.model.width}, depth {c.model.depth},"
+            f" batch {c.train.batch_size}x{c.model.seq_len}, {c.train.steps} steps, RMS every {c.log.rms_every},"
+            f" validation every {c.log.val_every}, checkpoint every {c.train.checkpoint_every}), taking turns:"
+        )
+        sp = preset_cell(args.preset, "sp", args.preset_width, args.preset_steps)
+        print_loops(compare_loops(config, sp, warmup=args.warmup_steps))
 
     if args.throughput or (args.throughput is None and device == "cuda"):
         what = "compiled" if args.compile else "eager"
