@@ -36,6 +36,7 @@ REFUSING = {
     ),
     "bench-dag": (["bench-dag", "--preset", "nosuch"], "nosuch"),
     "bench-cell": (["bench-cell", "--preset", "nosuch"], "nosuch"),
+    "cell-server": (["cell-server", "{tmp}/nosuchdir/s.sock"], "nosuchdir"),
     "plot": (["plot", "no_such_figure", "--tables", "{tmp}"], "no_such_figure"),
     "claims": (["claims", "--inputs", "{tmp}/missing.csv", "--out", "{tmp}/c.csv"], "missing.csv"),
 }

@@ -10,16 +10,15 @@ import sys
 from umup_repro.core.errors import UserExit, appended_log, user_error_message
 
 
-def _coord_check(args: argparse.Namespace) -> int:
-    from umup_repro.analyses.coord_check import main as coord_check_main
+def _command(module: str):
+    """`umup_repro.<module>.main`, imported when the command runs: the CLI starts without torch."""
 
-    return coord_check_main(args)
+    def run(args: argparse.Namespace) -> int:
+        from importlib import import_module
 
+        return import_module(f"umup_repro.{module}").main(args)
 
-def _train(args: argparse.Namespace) -> int:
-    from umup_repro.training.train import main as train_main
-
-    return train_main(args)
+    return run
 
 
 def _cell_server(args: argparse.Namespace) -> int:
@@ -31,18 +30,6 @@ def _cell_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from umup_repro.bench.bench import main as bench_main
-
-    return bench_main(args)
-
-
-def _bench_data(args: argparse.Namespace) -> int:
-    from umup_repro.bench.bench_data import main as bench_data_main
-
-    return bench_data_main(args)
-
-
 def _analysis(args: argparse.Namespace) -> int:
     import time
     from importlib import import_module
@@ -52,48 +39,6 @@ def _analysis(args: argparse.Namespace) -> int:
     code = import_module(f"umup_repro.analyses.{args.name}").main(args)
     print(f"analysis {args.name}: done in {time.perf_counter() - started:.0f} s", flush=True)
     return code
-
-
-def _cells(args: argparse.Namespace) -> int:
-    from umup_repro.sweeps.cells import main as cells_main
-
-    return cells_main(args)
-
-
-def _aggregate(args: argparse.Namespace) -> int:
-    from umup_repro.results.aggregate import main as aggregate_main
-
-    return aggregate_main(args)
-
-
-def _search_stage(args: argparse.Namespace) -> int:
-    from umup_repro.sweeps.search_stage import main as search_stage_main
-
-    return search_stage_main(args)
-
-
-def _transfer_error(args: argparse.Namespace) -> int:
-    from umup_repro.results.transfer_error import main as transfer_error_main
-
-    return transfer_error_main(args)
-
-
-def _plot(args: argparse.Namespace) -> int:
-    from umup_repro.figures.plot import main as plot_main
-
-    return plot_main(args)
-
-
-def _claims(args: argparse.Namespace) -> int:
-    from umup_repro.figures.claims import main as claims_main
-
-    return claims_main(args)
-
-
-def _bench_dag(args: argparse.Namespace) -> int:
-    from umup_repro.bench.bench_dag import main as bench_dag_main
-
-    return bench_dag_main(args)
 
 
 def _widths(text: str) -> str:
@@ -189,15 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also append this run's output to FILE, each attempt headed by its pid and time; never"
         " truncated, so a job refused because the cell is in use cannot erase the running job's log",
     )
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_command("training.train"))
 
-    p = sub.add_parser(
-        "cell-server", help="the warm process `train` starts itself when UMUP_CELL_SERVER=N (preset: batch_cells)"
-    )
-    p.add_argument("socket", help="the Unix socket to listen on")
-    p.add_argument("--max-cells", type=int, default=1000, help="cells to train before exiting")
-    p.add_argument("--idle", type=float, default=60.0, help="seconds without a cell before exiting")
-    p.set_defaults(func=_cell_server)
+    from umup_repro.training.cell_server import add_parser as add_cell_server  # (stdlib imports only)
+
+    add_cell_server(sub).set_defaults(func=_cell_server)
 
     p = sub.add_parser("coord-check", help="Tensor Programs V coordinate check across width")
     p.add_argument("--parametrization", required=True, choices=parametrization_names(), help="parametrization to check")
@@ -209,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, help="output folder for coord_check.csv and the figure")
-    p.set_defaults(func=_coord_check)
+    p.set_defaults(func=_command("analyses.coord_check"))
 
     p = sub.add_parser("bench", help="u-muP vs SP step time; our Lightning run vs a plain loop; GPU throughput")
     p.add_argument("--width", type=int, default=256, help="model width of the CPU comparison")
@@ -239,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-depth", type=int, default=8, help="transformer blocks of the throughput runs")
     p.add_argument("--gpu-batch-size", type=int, default=16, help="sequences per batch of the throughput runs")
     p.add_argument("--gpu-seq-len", type=int, default=1024, help="tokens per sequence of the throughput runs")
-    p.set_defaults(func=_bench)
+    p.set_defaults(func=_command("bench.bench"))
 
     p = sub.add_parser("bench-data", help="corpus size, loader batches/s vs one training step (builds the token cache)")
     p.add_argument(
@@ -252,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=_positive, default=2000, help="loader batches to time")
     p.add_argument("--steps", type=int, default=5, help="training steps to time")
     p.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
-    p.set_defaults(func=_bench_data)
+    p.set_defaults(func=_command("bench.bench_data"))
 
     p = sub.add_parser("analysis", help="one of the authors' notes as an analysis: table(s) and figure(s)")
     p.add_argument("name", choices=ANALYSES, help="which analysis")
@@ -283,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SUMMARY",
         help="calibrate the utilisation from a measured run (its summary.json or run folder)",
     )
-    p.set_defaults(func=_cells)
+    p.set_defaults(func=_command("sweeps.cells"))
 
     p = sub.add_parser("aggregate", help="run folders of a sweep -> results/tables/ (what the DAG calls)")
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
@@ -297,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: write the transfer summary of the sweeps' existing tables to CSV",
     )
     p.add_argument("--search-dir", default="results/search", help="staged searches' stage decisions")
-    p.set_defaults(func=_aggregate)
+    p.set_defaults(func=_command("results.aggregate"))
 
     p = sub.add_parser("search-stage", help="decide one stage of a staged search from its runs (a DAG checkpoint)")
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
@@ -306,20 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="results/runs", help="folder of run folders")
     p.add_argument("--search-dir", default="results/search", help="folder of the stage decisions")
     p.add_argument("--out", default=None, help="decision file (default: SEARCH_DIR/SWEEP/STAGE.json)")
-    p.set_defaults(func=_search_stage)
+    p.set_defaults(func=_command("sweeps.search_stage"))
 
     p = sub.add_parser("transfer-error", help="pairwise transfer error (paper Alg. 1) of pair-grid sweeps' tables")
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
     p.add_argument("--sweep", action="append", required=True, help="a pair-grid sweep (repeatable)")
     p.add_argument("--tables", default="results/tables", help="folder of the sweep tables")
     p.add_argument("--out", default="results/tables/transfer_error.csv", help="the table to write")
-    p.set_defaults(func=_transfer_error)
+    p.set_defaults(func=_command("results.transfer_error"))
 
     p = sub.add_parser("bench-dag", help="time a big preset's dry run and aggregating many generated run folders")
     p.add_argument("--preset", default="paper", help="preset to dry-run (default: paper)")
     p.add_argument("--cells", type=int, default=5000, help="run folders to generate and aggregate")
     p.add_argument("--skip-dry-run", action="store_true", help="only the aggregation benchmark")
-    p.set_defaults(func=_bench_dag)
+    p.set_defaults(func=_command("bench.bench_dag"))
 
     from umup_repro.bench.bench_cell import add_parser as add_bench_cell  # (stdlib imports only)
 
@@ -337,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="figure PDF (default figures/NAME.pdf); the PNG lands next to it")
     p.add_argument("--data", default=None, help="also write what the figure plots as CSV")
-    p.set_defaults(func=_plot)
+    p.set_defaults(func=_command("figures.plot"))
 
     p = sub.add_parser("claims", help="the replication scorecard: each claim of the paper, measured, with a verdict")
     p.add_argument("--tables", default="results/tables", help="folder of the aggregated tables")
@@ -350,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/tables/claims.csv", help="the scorecard table (CSV)")
     p.add_argument("--figure", default=None, help="also draw the scorecard figure (PDF; PNG next to it)")
     p.add_argument("--page", default=None, help="also write the scorecard as a markdown page")
-    p.set_defaults(func=_claims)
+    p.set_defaults(func=_command("figures.claims"))
     return parser
 
 
@@ -360,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     UMUP_CELL_SERVER=N set, `train` runs in a forked child of a warm server instead (cell_server)."""
     from umup_repro.training.cell_server import SERVER_ENV
 
+    own = argv is None  # this process's own command line (not a caller's list): see _quick_exit
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"] and os.environ.get(SERVER_ENV, "").isdigit():
         from umup_repro.training.cell_server import run_in_server
@@ -377,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with log:
         code = _run(args, command)
-    if argv is None:  # this process's own command, about to exit: see _quick_exit
+    if own:  # about to exit
         _quick_exit()
     return code
 

@@ -87,6 +87,17 @@ def socket_path(key: str) -> Path:
     return folder / f"cells-{key}.sock"
 
 
+def add_parser(sub):
+    """The `cell-server` command's options (the CLI gives it its `main` to run in each child)."""
+    p = sub.add_parser(
+        "cell-server", help="the warm process `train` starts itself when UMUP_CELL_SERVER=N (preset: batch_cells)"
+    )
+    p.add_argument("socket", help="the Unix socket to listen on")
+    p.add_argument("--max-cells", type=int, default=1000, help="cells to train before exiting")
+    p.add_argument("--idle", type=float, default=60.0, help="seconds without a cell before exiting")
+    return p
+
+
 # --------------------------------------------------------------------------------------------
 # the client: what `umup-repro train` becomes when UMUP_CELL_SERVER is set
 
@@ -231,6 +242,10 @@ def _child(conn: socket.socket, request: dict, fds: list[int], run: Callable[[li
 def serve(path: Path, max_cells: int, idle: float, run: Callable[[list[str]], int]) -> None:
     """Accept clients until `max_cells` cells were started or `idle` seconds passed without any
     cell running; reap each child and tell its client how it ended."""
+    if not path.parent.is_dir():
+        from umup_repro.core.errors import UserError
+
+        raise UserError(f"cell-server {path}: the folder {path.parent} does not exist")
     _warm_imports()
     for name in FORWARDED:  # a scheduler's signal to the whole job is for the cells, not the server
         signal.signal(getattr(signal, name), signal.SIG_IGN)
