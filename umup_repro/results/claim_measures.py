@@ -305,9 +305,9 @@ def search_vs_random(lr_only: bool) -> Callable:
 def claim_transfer_error(t) -> tuple[str, str, str, str]:
     df = t["transfer_error.csv"]
     if df is None or "transfer_error" not in df:
-        return "", NOT_MEASURED
+        return "", NOT_MEASURED, "", ""
     mean = df.groupby("parametrization")["transfer_error"].mean()
     if not {"umup", "mup"} <= set(mean.index):
-        return "", NOT_MEASURED
+        return "", NOT_MEASURED, "", ""
     measured = f"mean over HP pairs: u-μP {mean['umup']:.3g}, μP {mean['mup']:.3g}"
     return measured, HOLDS if mean["umup"] < mean["mup"] else FAILS, "", ""
