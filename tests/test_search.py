@@ -26,7 +26,7 @@ from umup_repro.sweeps import grid
 from umup_repro.sweeps.search_stage import choose
 
 # --------------------------------------------------------------------------------------------
-# transfer error (paper Algorithm 1)
+# transfer error (our reconstruction of the paper's Algorithm 1: umup_repro/results/transfer_error.py)
 
 
 def test_transfer_error_is_zero_for_independent_hps():

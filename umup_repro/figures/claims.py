@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from umup_repro.core.atomic import write_text
-from umup_repro.results.claims import FAILS, HOLDS, scorecard
+from umup_repro.results.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, scorecard
 
-VERDICT_COLOR = {HOLDS: "#b7e1b0", FAILS: "#f4b6b0"}  # not measured: grey
+VERDICT_COLOR = {HOLDS: "#b7e1b0", FAILS: "#f4b6b0", INCONCLUSIVE: "#f6e3a1"}  # not measured: grey
 _NOT_MEASURED_COLOR = "#dddddd"
 # (column, header, wrap width in characters, relative column width)
 _FIGURE_COLUMNS = (
@@ -30,7 +30,8 @@ def _wrap(text: str, width: int) -> str:
 
 
 def draw(card: pd.DataFrame, out: str | os.PathLike) -> None:
-    """A table figure: a row per claim, the verdict cell green (holds), red (fails) or grey."""
+    """A table figure: a row per claim, the verdict cell green (holds), red (fails), yellow
+    (inconclusive) or grey (not measured)."""
     from umup_repro.figures.style import new_figure, save_figure
 
     cells = [[_wrap(row[c], w) for c, _, w, _ in _FIGURE_COLUMNS] for _, row in card.iterrows()]
@@ -64,7 +65,7 @@ def draw(card: pd.DataFrame, out: str | os.PathLike) -> None:
     counts = card["verdict"].value_counts()
     fig.suptitle(
         f"Replication scorecard: {counts.get(HOLDS, 0)} hold, {counts.get(FAILS, 0)} fail, "
-        f"{len(card) - counts.get(HOLDS, 0) - counts.get(FAILS, 0)} not measured",
+        f"{counts.get(INCONCLUSIVE, 0)} inconclusive, {counts.get(NOT_MEASURED, 0)} not measured",
         y=1.0 + 0.3 / height,
     )
     save_figure(fig, out)

@@ -7,7 +7,8 @@ different id) never enters a table. Every table is written atomically.
 - `results/tables/metrics/<sweep>.csv`: `cell` + each run's metrics.csv (long);
 - `results/tables/rms/<sweep>.csv`: `cell` + each run's rms.csv (long);
 - `results/tables/transfer_summary.csv`: per sweep, group and axis value the optimal LR (or HP), its
-  drift from the proxy's optimum in log2 units, and the transfer regret.
+  drift from the proxy's optimum in log2 units, and the transfer regret; the fitted optimum with
+  its interval and censoring (umup_repro/results/optimum.py), and the drift's interval.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 from umup_repro.core.atomic import write_text
+from umup_repro.results.optimum import Optimum, drift_interval, locate
 from umup_repro.results.replicates import add_replicate_columns, optimum_share, stats
 from umup_repro.results.replicates import by_value as replicate_losses
+from umup_repro.results.seed_noise import tables_noise
 from umup_repro.results.stability import with_setting
 from umup_repro.sweeps.grid import Cell
 from umup_repro.sweeps.preset_checks import DERIVED_COLUMNS
@@ -50,6 +53,14 @@ TRANSFER_COLUMNS = [
     "best_loss_se",
     "seeds_n",
     "optimum_share",
+    "opt_fit_log2",
+    "opt_lo_log2",
+    "opt_hi_log2",
+    "censored",
+    "drift_fit_log2",
+    "drift_lo_log2",
+    "drift_hi_log2",
+    "interval_from",
 ]
 
 
@@ -197,6 +208,14 @@ def _sureness(rows: pd.DataFrame, hp: str, opt) -> dict:
     return {"best_loss_se": se, "seeds_n": n, "optimum_share": optimum_share(groups, opt)}
 
 
+def _fitted(rows: pd.DataFrame, hp: str, sigma: float) -> Optimum:
+    """The line's fitted optimum in log2 units (NaN for a non-numeric or non-positive HP)."""
+    groups = {_numeric(v): x for v, x in replicate_losses(rows, hp).items()}
+    if not groups or not all(isinstance(v, float) and v > 0 for v in groups):
+        return Optimum(math.nan, math.nan, math.nan, "", "")
+    return locate([math.log2(v) for v in groups], list(groups.values()), sigma)
+
+
 def _hp_slices(table: pd.DataFrame, hp: str) -> Iterable[tuple[str, pd.DataFrame]]:
     """(HP name, rows sweeping it). For hp == 'search.axis': each varied key plus the base rows."""
     if hp != "search.axis":
@@ -206,14 +225,20 @@ def _hp_slices(table: pd.DataFrame, hp: str) -> Iterable[tuple[str, pd.DataFrame
         yield key, table[table["search.axis"].isin([key, "base"])]
 
 
-def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataFrame:
+def transfer_summary(
+    table: pd.DataFrame, sweep: str, spec: Mapping, sigma: float = math.nan, noise: str = ""
+) -> pd.DataFrame:
     """Per group (parametrization, ...), HP and axis value: the optimum, its drift, the regret.
 
     A group key `setting` (Fig. 2's settings) goes to its own column, empty for other sweeps.
 
     Drift is log2(optimum at the value) − log2(optimum at the proxy value); regret is the loss of
     the run that uses the proxy's optimum at the target value minus the best loss there (inf if
-    that run diverged). Optima are grid argmins, so drift is in units of the grid spacing.
+    that run diverged). `opt_value`/`drift_log2` are grid argmins; `opt_fit_log2` is the fitted
+    vertex with its 95% interval (`sigma`: one run's seed noise, used where a line has too few
+    replicates to bootstrap; `noise` names where it was measured), `censored` lower/upper for an
+    optimum on a grid edge (a bound), and the drift between fitted optima with its interval, open
+    on the side a censored optimum leaves unbounded.
     """
     axis, hp = spec["axis"], spec.get("hp", "train.lr")
     group_keys = list(spec.get("group", ["parametrization"]))
@@ -232,8 +257,12 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
             if proxy not in by_value:
                 continue
             proxy_opt, _ = _optimum(by_value[proxy], hp_name)
+            proxy_fit = _fitted(by_value[proxy], hp_name, sigma)
             for v in values:
                 opt, best = _optimum(by_value[v], hp_name)
+                fit = _fitted(by_value[v], hp_name, sigma)
+                d_lo, d_hi = drift_interval(fit, proxy_fit)
+                source = fit.interval_from + (f" ({noise})" if fit.interval_from.startswith("seed noise") else "")
                 at_proxy = _loss_at(by_value[v], hp_name, proxy_opt) if proxy_opt is not None else math.nan
                 rows.append(
                     {
@@ -253,6 +282,14 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
                         "runs": len(by_value[v]),
                         "diverged": int(by_value[v]["diverged"].astype(bool).sum()),
                         **_sureness(by_value[v], hp_name, opt),
+                        "opt_fit_log2": fit.log2,
+                        "opt_lo_log2": fit.lo,
+                        "opt_hi_log2": fit.hi,
+                        "censored": fit.censored,
+                        "drift_fit_log2": fit.log2 - proxy_fit.log2,
+                        "drift_lo_log2": d_lo,
+                        "drift_hi_log2": d_hi,
+                        "interval_from": source,
                     }
                 )
     if not rows and len(table) and "proxy" in spec:  # (preset checks refuse such a proxy when loaded)
@@ -265,9 +302,12 @@ def transfer_summary(table: pd.DataFrame, sweep: str, spec: Mapping) -> pd.DataF
     return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
 
 
-def write_transfer_summary(tables: str | Path, specs: Mapping[str, Mapping], out: str | Path) -> pd.DataFrame:
-    """transfer_summary.csv over every sweep with a `transfer` spec whose table exists."""
-    frames = []
+def write_transfer_summary(
+    tables: str | Path, specs: Mapping[str, Mapping], out: str | Path, noise_sweeps: Iterable[str] = ()
+) -> pd.DataFrame:
+    """transfer_summary.csv over every sweep with a `transfer` spec whose table exists; the seed
+    noise for the optima's intervals is pooled over those tables and `noise_sweeps`' (seed_noise.tables_noise)."""
+    frames, read = [], {}
     for sweep, spec in specs.items():
         path = Path(tables) / f"{sweep}.csv"
         if not path.is_file():
@@ -291,7 +331,10 @@ def write_transfer_summary(tables: str | Path, specs: Mapping[str, Mapping], out
                 f"{path}: no column {lacking[0]!r} (damaged, or written by another version);"
                 f" aggregate the sweep again (umup-repro aggregate --sweep {sweep})"
             )
-        frames.append(transfer_summary(table, sweep, spec))
+        read[sweep] = table
+    sigma, noise = tables_noise(Path(tables), noise_sweeps, read)
+    for sweep, spec in specs.items():
+        frames.append(transfer_summary(read[sweep], sweep, spec, sigma, noise))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRANSFER_COLUMNS)
     write_text(out, result.to_csv(index=False))
     return result
@@ -320,7 +363,9 @@ def main(args) -> int:
         if args.transfer_summary:
             names = args.sweep or list(config["sweeps"])
             specs = {s: config["sweeps"][s]["transfer"] for s in names if "transfer" in config["sweeps"][s]}
-            result = write_transfer_summary(args.tables, specs, args.transfer_summary)
+            # the named sweeps without a transfer spec are read for their seed noise only
+            noise = [s for s in names if s not in specs]
+            result = write_transfer_summary(args.tables, specs, args.transfer_summary, noise)
             print(f"{args.transfer_summary}: {len(result)} rows from {len(specs)} sweeps")
             return 0
         names = args.sweep or list(config["sweeps"])

@@ -19,6 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 SETTINGS = ("tpv", "llama", "llama_fixes")
 SETTING_LABELS = {
     "tpv": "TP-V-like: constant LR, repeated data",
@@ -59,5 +61,7 @@ def with_setting(table):
         from_group = parts.map(lambda ps: next((p for p in ps if p in SETTINGS), None))
         table["group"] = parts.map(lambda ps: "/".join(p for p in ps if p not in SETTINGS))
         own = table["setting"] if "setting" in table.columns else from_group.map(lambda _: None)
-        table["setting"] = own.where(own.map(_set) & (own.astype(str) != ""), from_group)
+        # (a list, not .map: on pandas' string dtype .map keeps the dtype and `&` refuses it)
+        present = pd.Series([_set(v) and str(v) != "" for v in own], index=own.index, dtype=bool)
+        table["setting"] = own.where(present, from_group)
     return table

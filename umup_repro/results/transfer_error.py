@@ -1,8 +1,9 @@
-"""Pairwise transfer error (paper Fig. 4, Algorithm 1): how much loss a search of one HP costs
-when another HP sits at a wrong value, i.e. how interdependent two HPs are.
+"""Pairwise transfer error (paper Fig. 4): how much loss a search of one HP costs when another HP
+sits at a wrong value, i.e. how interdependent two HPs are.
 
-Definition (u-μP, arXiv 2407.17465v3, Algorithm 1 "transfer error", beside Fig. 4 in the
-paper's study of hyperparameter independence; docs/paper.md#reference-numbers): given a *fixed*
+Definition: a reconstruction. The paper defines the error in its Algorithm 1 (arXiv 2407.17465v3),
+whose text was not found in any source readable offline (docs/paper.md#reference-numbers); this
+docstring is the one place the definition lives. Given a *fixed*
 HP with values F = {f_1 … f_n}, a *transfer* HP with values T, and the final validation loss
 L(f, t) of every pair (every other HP at its default),
 
@@ -55,7 +56,8 @@ COLUMNS = [
 
 
 def transfer_error(loss: np.ndarray) -> float:
-    """Algorithm 1 on a grid `loss[i, j]` = L(f_i, t_j) (rows: the fixed HP; NaN/inf: diverged)."""
+    """The transfer error (module docstring; our reconstruction of Algorithm 1) on a grid
+    `loss[i, j]` = L(f_i, t_j) (rows: the fixed HP; NaN/inf: diverged)."""
     loss = np.asarray(loss, dtype=float)
     finite = np.isfinite(loss)
     if not finite.any() or loss.shape[0] < 2:
