@@ -7,8 +7,6 @@
 # job's log before it starts, so a job refused because its cell is in use (an orphaned trainer)
 # would erase the running one's: every attempt also appends to <cell>.attempts.log (train --log).
 
-from umup_repro.training.distributed import srun_prefix
-
 # optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
 if config.get("loggers"):
     os.environ.update(UMUP_LOGGERS=",".join(config["loggers"]))  # read by every `umup-repro train`
@@ -35,21 +33,12 @@ rule train_cell:
     benchmark:
         "results/benchmarks/train/{sweep}/{cell}.tsv"  # wall time, max RSS: what mem_mb should be
     params:
-        config=lambda w: cell_of(w).config_json,
-        reuse=lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else "",
-        launch=lambda w, input: "" if input else srun_prefix(cell_of(w).config),
+        config=per_job(lambda w: cell_of(w).config_json),
+        reuse=per_job(lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else ""),
+        launch=train_launch(),  # common.smk: "" if no cell is distributed
     threads: config.get("threads_per_cell", 1)
     resources:
-        runtime=cell_resources("runtime"),
-        mem_mb=cell_resources("mem_mb", 4000),
-        gpus=cell_resources("gpus", 0),
-        cpus_per_task=cell_resources("cpus_per_task", 1),
-        slurm_partition=cell_resources("slurm_partition", ""),
-        slurm_account=cell_resources("slurm_account", ""),
-        slurm_qos=cell_resources("slurm_qos", ""),
-        slurm_constraint=cell_resources("slurm_constraint", ""),
-        nodes=lambda w: cell_of(w).config.distributed.nodes,
-        tasks_per_node=lambda w: cell_of(w).config.distributed.devices,
+        **train_resources(),  # common.smk: constants where every job has the same value
     conda:
         "../envs/umup-repro.yaml"
     shell:
