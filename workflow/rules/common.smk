@@ -2,10 +2,24 @@
 # functions apart from rules). Included first: it uses only what the Snakefile defines (config,
 # CELLS), and the rule files after it use what it defines.
 
+import inspect
 import os
+
+from snakemake import common as snakemake_common
 
 from umup_repro.core import figure_catalog
 from umup_repro.sweeps import budget, grid, search_stage
+from umup_repro.training.distributed import srun_prefix
+
+
+def per_job(func):
+    """A function Snakemake calls per job: it reads the function's signature at every call
+    (inspect.signature, a few times per call: seconds over the paper preset's 5,000 jobs), so hand
+    it the signature once (issue 25). Without the hook (another Snakemake) only slower."""
+    overwrite = getattr(snakemake_common, "overwrite_function_params", None)
+    if overwrite is not None:
+        overwrite(func, inspect.signature(func).parameters)
+    return func
 
 
 def cell_of(wildcards):
@@ -24,6 +38,7 @@ COPY_RESOURCES = {"runtime": 5, "mem_mb": 1000, "gpus": 0, "cpus_per_task": 1}
 
 def cell_resources(key, default=None):
     """A resource of the cell (preset and sweep `resources`); runtime scaled from its FLOPs."""
+    @per_job
     def get(wildcards):
         cell = cell_of(wildcards)
         if HOME.get(wildcards.cell, wildcards.sweep) != wildcards.sweep and key in COPY_RESOURCES:
@@ -51,9 +66,58 @@ for _sweep, _cells in CELLS.items():
         HOME.setdefault(_cid, _sweep)
 
 
+@per_job
 def home_summary(wildcards):
     home = HOME.get(wildcards.cell, wildcards.sweep)
     return [] if home == wildcards.sweep else [f"results/runs/{home}/{wildcards.cell}/summary.json"]
+
+
+# train_cell's resources and launch words: where a value is the same for every job this DAG can
+# have, a constant: Snakemake evaluates a function per job (issue 25: seconds of the paper preset's
+# dry run). A later stage's cells share their sweep's `resources`, and their `distributed` section
+# is among the known cells' unless a staged search varies a distributed.* key.
+def _constant(values):
+    """(True, the value) if every value is the same (and of one type), else (False, None)."""
+    if values and all(type(v) is type(values[0]) and v == values[0] for v in values):
+        return True, values[0]
+    return False, None
+
+
+def _distribution_known():
+    stages = [b["staged"] for s in STAGED_SWEEPS for b in config["sweeps"][s]["blocks"] if "staged" in b]
+    keys = [k for st in stages for part in st.values() if isinstance(part, dict) for k in part]
+    return not any(k.split(".")[0] == "distributed" for k in keys)
+
+
+def _all_cells():
+    return [c for cells in CELLS.values() for c in cells.values()]
+
+
+def train_resources():
+    defaults = {"runtime": None, "mem_mb": 4000, "gpus": 0, "cpus_per_task": 1, "slurm_partition": "",
+                "slurm_account": "", "slurm_qos": "", "slurm_constraint": ""}
+    copies = any(HOME[cid] != sweep for sweep, cells in CELLS.items() for cid in cells)
+    out = {}
+    for key, default in defaults.items():
+        values = [c.resources.get(key, default) for c in _all_cells()]
+        if copies and key in COPY_RESOURCES:
+            values.append(COPY_RESOURCES[key])
+        constant, value = _constant(values if key != "runtime" else [])
+        out[key] = value if constant else cell_resources(key, default)
+    for key, field in (("nodes", "nodes"), ("tasks_per_node", "devices")):
+        constant, value = _constant([getattr(c.config.distributed, field) for c in _all_cells()])
+        if constant and _distribution_known():
+            out[key] = value
+        else:
+            out[key] = per_job(lambda w, field=field: getattr(cell_of(w).config.distributed, field))
+    return out
+
+
+def train_launch():
+    """The words that start a distributed cell's ranks (none for a copy): "" if no cell is distributed."""
+    if _distribution_known() and all(c.config.distributed.world_size == 1 for c in _all_cells()):
+        return ""
+    return per_job(lambda w, input: "" if input else srun_prefix(cell_of(w).config))
 
 
 def summaries(sweep):

@@ -10,8 +10,6 @@
 # hands its cell to a server that imported torch and Lightning once and forks a child per cell
 # (umup_repro/training/cell_server.py); the job, its files and its exit code are unchanged.
 
-from umup_repro.training.distributed import srun_prefix
-
 # optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
 if config.get("loggers"):
     os.environ.update(UMUP_LOGGERS=",".join(config["loggers"]))  # read by every `umup-repro train`
@@ -38,22 +36,13 @@ rule train_cell:
     benchmark:
         "results/benchmarks/train/{sweep}/{cell}.tsv"  # wall time, max RSS: what mem_mb should be
     params:
-        config=lambda w: cell_of(w).config_json,
-        reuse=lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else "",
-        launch=lambda w, input: "" if input else srun_prefix(cell_of(w).config),
-        server=lambda w, input: batch_server(w, input),
+        config=per_job(lambda w: cell_of(w).config_json),
+        reuse=per_job(lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else ""),
+        launch=train_launch(),  # common.smk: "" if no cell is distributed
+        server=per_job(batch_server),  # common.smk: the preset's batch_cells, "" for a copy
     threads: config.get("threads_per_cell", 1)
     resources:
-        runtime=cell_resources("runtime"),
-        mem_mb=cell_resources("mem_mb", 4000),
-        gpus=cell_resources("gpus", 0),
-        cpus_per_task=cell_resources("cpus_per_task", 1),
-        slurm_partition=cell_resources("slurm_partition", ""),
-        slurm_account=cell_resources("slurm_account", ""),
-        slurm_qos=cell_resources("slurm_qos", ""),
-        slurm_constraint=cell_resources("slurm_constraint", ""),
-        nodes=lambda w: cell_of(w).config.distributed.nodes,
-        tasks_per_node=lambda w: cell_of(w).config.distributed.devices,
+        **train_resources(),  # common.smk: constants where every job has the same value
     conda:
         "../envs/umup-repro.yaml"
     shell:
