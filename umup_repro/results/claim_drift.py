@@ -85,7 +85,7 @@ def drift_at_largest(rows: pd.DataFrame) -> dict[str, Drift]:
         if "censored" in g:
             proxy = g[axis == pd.to_numeric(g["proxy_value"], errors="coerce")]
             for name, r in (("target", at), ("proxy", proxy)):
-                c = r["censored"].fillna("").astype(str).iloc[0] if len(r) else ""
+                c = str(r["censored"].iloc[0]) if len(r) and pd.notna(r["censored"].iloc[0]) else ""
                 if c:
                     cens.append(f"{name} optimum at the {c} grid edge")
         if math.isfinite(point) or math.isinf(lo) or math.isinf(hi):
