@@ -30,6 +30,7 @@ REFUSING = {
     "cells": (["cells", "--preset", "nosuch"], "nosuch"),
     "aggregate": (["aggregate", "--preset", "smoke", "--sweep", "nosuch"], "nosuch"),
     "search-stage": (["search-stage", "--preset", "smoke", "--sweep", "nosuch", "--stage", "lr"], "nosuch"),
+    "extend-grid": (["extend-grid", "--preset", "smoke", "--sweep", "nosuch", "--pass", "1"], "nosuch"),
     "transfer-error": (
         ["transfer-error", "--preset", "smoke", "--sweep", "hp_pairs", "--tables", "{tmp}", "--out", "{tmp}/te.csv"],
         "hp_pairs.csv",

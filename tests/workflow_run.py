@@ -53,8 +53,8 @@ def job_counts(output: str) -> dict[str, int]:
 def executed_jobs(output: str) -> dict[str, int]:
     """The jobs a run actually executed, {rule: count}, from the `rule X:` header Snakemake prints
     before each job. Unlike the 'Job stats' table this counts the jobs a checkpoint (the staged
-    search's stages) adds after the run began."""
+    search's stages) adds after the run began; checkpoints' jobs count too."""
     counts: dict[str, int] = {}
-    for m in re.finditer(r"^(?:local)?rule (\S+):$", output, flags=re.MULTILINE):
+    for m in re.finditer(r"^(?:local)?(?:rule|checkpoint) (\S+):$", output, flags=re.MULTILINE):
         counts[m.group(1)] = counts.get(m.group(1), 0) + 1
     return counts

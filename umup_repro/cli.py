@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CSV",
         help="instead: write the transfer summary of the sweeps' existing tables to CSV",
     )
-    p.add_argument("--search-dir", default="results/search", help="staged searches' stage decisions")
+    p.add_argument(
+        "--search-dir", default="results/search", help="staged searches' stage decisions and grid extensions' passes"
+    )
     p.set_defaults(func=_command("results.aggregate"))
 
     p = sub.add_parser("search-stage", help="decide one stage of a staged search from its runs (a DAG checkpoint)")
@@ -248,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-dir", default="results/search", help="folder of the stage decisions")
     p.add_argument("--out", default=None, help="decision file (default: SEARCH_DIR/SWEEP/STAGE.json)")
     p.set_defaults(func=_command("sweeps.search_stage"))
+
+    p = sub.add_parser(
+        "extend-grid", help="decide one pass of a sweep's grid extension from its runs (a DAG checkpoint)"
+    )
+    p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")
+    p.add_argument("--sweep", required=True, help="a sweep with `extend`")
+    p.add_argument("--pass", dest="pass_", type=int, required=True, help="the pass to decide (1 … extend.max)")
+    p.add_argument("--runs", default="results/runs", help="folder of run folders")
+    p.add_argument("--search-dir", default="results/search", help="folder of the pass decisions")
+    p.add_argument("--out", default=None, help="decision file (default: SEARCH_DIR/SWEEP/extend-PASS.json)")
+    p.set_defaults(func=_command("sweeps.extend"))
 
     p = sub.add_parser("transfer-error", help="pairwise transfer error (paper Alg. 1) of pair-grid sweeps' tables")
     p.add_argument("--preset", default=None, help="preset name or file (default: config/config.yaml's)")

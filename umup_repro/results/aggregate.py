@@ -362,9 +362,9 @@ def main(args) -> int:
     import sys
 
     from umup_repro.core.config import ConfigError
+    from umup_repro.sweeps.extend import sweep_decisions
     from umup_repro.sweeps.grid import expand_preset
     from umup_repro.sweeps.presets import PresetError, default_preset, load_preset
-    from umup_repro.sweeps.search_stage import load_decisions
 
     try:
         config = load_preset(args.preset or default_preset())
@@ -384,7 +384,8 @@ def main(args) -> int:
             return 0
         names = args.sweep or list(config["sweeps"])
         Path(args.tables).mkdir(parents=True, exist_ok=True)  # an unwritable --tables fails before any reading
-        decisions = {s: load_decisions(getattr(args, "search_dir", "results/search"), s) for s in names}
+        search_dir = getattr(args, "search_dir", "results/search")
+        decisions = {s: sweep_decisions(search_dir, s, config["sweeps"][s]) for s in names}  # later stages, passes
         for sweep, cells in expand_preset(config, names, decisions).items():
             table = aggregate_sweep(cells, args.runs, args.tables)
             print(

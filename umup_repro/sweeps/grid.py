@@ -12,6 +12,9 @@ from), `sweeps` and a `figures` map. A sweep is a list of blocks; each block set
   every key's best value. Later stages need earlier results (`decisions`), so without them only
   stage `lr` expands; the workflow adds the rest through a Snakemake checkpoint.
 
+`extend: {axis, max, half_steps}` on a sweep of plain grids follows the optimum: a checkpoint adds
+grid points beyond edge optima pass by pass (umup_repro/sweeps/extend.py, `decisions["extend"]`).
+
 `seeds: N` on a sweep or block repeats every point N times, `train.seed` = its value + 0…N−1
 (replicate 0 is the unseeded cell itself, so it is shared with other sweeps).
 
@@ -123,7 +126,7 @@ def sample(key: str, spec: Mapping[str, Any], rng: np.random.Generator) -> Any:
 
 
 def _points(
-    block: Mapping[str, Any], b: int = 0, decisions: Mapping[str, Mapping[str, dict]] | None = None
+    block: Mapping[str, Any], b: int = 0, decisions: Mapping[str, Any] | None = None
 ) -> Iterator[tuple[dict, str, str, str, str]]:
     """(overrides, search kind, search axis, stage, group) for every run of one block, in search order."""
     grid = block.get("grid", {})
@@ -148,7 +151,7 @@ def _points(
 
 
 def _staged_points(
-    staged: Mapping[str, Any], base: dict, group: str, decisions: Mapping[str, Mapping[str, dict]]
+    staged: Mapping[str, Any], base: dict, group: str, decisions: Mapping[str, Any]
 ) -> Iterator[tuple[dict, str, str, str, str]]:
     """Stage `lr` always; stage `hp` once stage `lr` is decided; `combined` once `hp` is."""
     ((lr_key, lr_spec),) = staged["lr"].items()
@@ -173,39 +176,64 @@ def _replicates(overrides: dict, raw: dict, seeds: int) -> Iterator[dict]:
         yield {**overrides, "train.seed": seed0 + i}
 
 
+def sweep_runs(
+    name: str,
+    spec: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+    decisions: Mapping[str, Any] | None = None,
+) -> Iterator[tuple[int, dict, tuple[str, str, str, str], RunConfig]]:
+    """(block, point overrides, (kind, axis, stage, group), resolved config) of every run, in
+    search order: each block's points and replicates, then the points grid extensions added
+    (`decisions["extend"]`: [{block, set}], umup_repro/sweeps/extend.py), which are plain grid points."""
+    for b, block in enumerate(spec["blocks"]):
+        merged = {**block, "set": {**spec.get("set", {}), **block.get("set", {})}}
+        for point, kind, axis, stage, group in _points(merged, b, decisions):
+            yield from _resolved(name, b, point, (kind, axis, stage, group), defaults, spec, block)
+    for added in (decisions or {}).get("extend", []):
+        b = added["block"]
+        if not 0 <= b < len(spec["blocks"]):  # a decision from another version of the preset
+            raise PresetError(
+                f"sweep {name}: a grid extension names block {b}; delete its results/search/{name}/extend-*.json"
+            )
+        yield from _resolved(name, b, dict(added["set"]), ("grid", "", "", ""), defaults, spec, spec["blocks"][b])
+
+
+def _resolved(name, b, point, search, defaults, spec, block):
+    """A point's replicates with their resolved configs; PresetError naming sweep and block."""
+    seeds = int(block.get("seeds", spec.get("seeds", 1)))
+    for overrides in _replicates(point, defaults or {}, seeds):
+        raw = json.loads(json.dumps(defaults or {}))
+        for key, value in overrides.items():
+            set_dotted(raw, key, value)
+        try:
+            config = resolve_config(raw)
+        except ConfigError as err:
+            raise PresetError(f"sweep {name}, block {b}: {err}") from None
+        yield b, point, search, config
+
+
 def expand_sweep(
     name: str,
     spec: Mapping[str, Any],
     defaults: Mapping[str, Any] | None = None,
     resources: Mapping[str, Any] | None = None,
-    decisions: Mapping[str, Mapping[str, dict]] | None = None,
+    decisions: Mapping[str, Any] | None = None,
 ) -> list[Cell]:
     """The cells of one sweep, in search order; a config reached twice is one cell.
 
     `decisions` ({stage: {group: {key: best value}}}, umup_repro.sweeps.search_stage) unlock the later stages
-    of staged blocks. A `combined` run whose config an earlier stage already ran is appended as an
-    alias (same id, `alias=True`): a table row, never a second job.
+    of staged blocks; `decisions["extend"]` adds extended grids' points. A `combined` run whose config an
+    earlier stage already ran is appended as an alias (same id, `alias=True`): a table row, never a second job.
     """
     cells: dict[str, Cell] = {}
     aliases: list[Cell] = []
     res = {**DEFAULT_RESOURCES, **(resources or {}), **spec.get("resources", {})}
-    for b, block in enumerate(spec["blocks"]):
-        seeds = int(block.get("seeds", spec.get("seeds", 1)))
-        merged = {**block, "set": {**spec.get("set", {}), **block.get("set", {})}}
-        for point, kind, axis, stage, group in _points(merged, b, decisions):
-            for overrides in _replicates(point, defaults or {}, seeds):
-                raw = json.loads(json.dumps(defaults or {}))
-                for key, value in overrides.items():
-                    set_dotted(raw, key, value)
-                try:
-                    config = resolve_config(raw)
-                except ConfigError as err:
-                    raise PresetError(f"sweep {name}, block {b}: {err}") from None
-                cid = config_hash(config)
-                if cid not in cells:
-                    cells[cid] = Cell(name, cid, config, kind, len(cells), axis, res, stage, group)
-                elif stage == "combined":
-                    aliases.append(Cell(name, cid, config, kind, -1, axis, res, stage, group, alias=True))
+    for _b, _point, (kind, axis, stage, group), config in sweep_runs(name, spec, defaults, decisions):
+        cid = config_hash(config)
+        if cid not in cells:
+            cells[cid] = Cell(name, cid, config, kind, len(cells), axis, res, stage, group)
+        elif stage == "combined":
+            aliases.append(Cell(name, cid, config, kind, -1, axis, res, stage, group, alias=True))
     # aliases last, numbered on after every cell, so `search.index` stays unique within the sweep
     return list(cells.values()) + [replace(a, search_index=len(cells) + i) for i, a in enumerate(aliases)]
 
@@ -213,7 +241,7 @@ def expand_sweep(
 def expand_preset(
     config: Mapping[str, Any] | str,
     sweeps: list[str] | None = None,
-    decisions: Mapping[str, Mapping[str, Mapping[str, dict]]] | None = None,
+    decisions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, list[Cell]]:
     """{sweep: cells} for a loaded preset (see `load_preset`) or a preset name; `decisions`
     ({sweep: {stage: {group: best}}}) unlock staged searches' later stages."""

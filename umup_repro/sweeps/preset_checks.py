@@ -103,6 +103,23 @@ def _same_value(a: Any, b: Any) -> bool:
     return math.isclose(a, b, rel_tol=1e-12) if numbers else a == b
 
 
+def _check_extend(name: str, sweep: Mapping[str, Any], where: str) -> None:
+    """An extended sweep is plain grids (a search decides its own points) along a config key."""
+    searched = [
+        b for b, block in enumerate(sweep.get("blocks") or []) if set(block) & {"independent", "random", "staged"}
+    ]
+    if searched:
+        raise ValueError(
+            f"{where}: sweeps.{name}.extend: block {searched[0]} has a search (independent, random or"
+            " staged); extend applies to sweeps of plain grids only"
+        )
+    axis = sweep["extend"].get("axis")
+    if axis not in table_columns() or axis in SEARCH_COLUMNS + DERIVED_COLUMNS:
+        raise ValueError(
+            f"{where}: sweeps.{name}.extend.axis: {axis!r} is not a config key (e.g. train.lr, hp.alpha_res)"
+        )
+
+
 def check_preset(preset: Mapping[str, Any], where: str) -> None:
     """Raise ValueError naming the preset, the sweep or figure and the field."""
     sweeps = preset.get("sweeps") or {}
@@ -123,6 +140,9 @@ def check_preset(preset: Mapping[str, Any], where: str) -> None:
                     f"{where}: sweeps.{name}.transfer.{field}: {key!r} is not a config key or search"
                     " column (e.g. model.width, train.lr, hp.alpha_res, search.axis)"
                 )
+    for name, sweep in sweeps.items():
+        if isinstance(sweep, Mapping) and isinstance(sweep.get("extend"), Mapping):
+            _check_extend(name, sweep, where)
     for figure, listed in (preset.get("figures") or {}).items():
         if figure not in PLOTTED:
             raise ValueError(f"{where}: figures.{figure}: no such figure; allowed: {', '.join(PLOTTED)}")

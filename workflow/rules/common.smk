@@ -8,7 +8,7 @@ import os
 from snakemake import common as snakemake_common
 
 from umup_repro.core import figure_catalog
-from umup_repro.sweeps import budget, grid, search_stage
+from umup_repro.sweeps import budget, extend, grid, search_stage
 from umup_repro.training.distributed import srun_prefix
 
 
@@ -26,7 +26,7 @@ def cell_of(wildcards):
     try:
         return CELLS[wildcards.sweep][wildcards.cell]
     except KeyError:
-        if wildcards.cell in decided_cells(wildcards.sweep):  # a staged search's later stage (search.smk)
+        if wildcards.cell in decided_cells(wildcards.sweep):  # a later stage or pass (search.smk)
             return decided_cells(wildcards.sweep)[wildcards.cell]
         raise ValueError(f"results/runs/{wildcards.sweep}/{wildcards.cell}: no such cell in preset"
                          f" {config['preset']!r} (list them with: umup-repro cells --preset {config['preset']} --list)")
@@ -86,6 +86,7 @@ def _constant(values):
 def _distribution_known():
     stages = [b["staged"] for s in STAGED_SWEEPS for b in config["sweeps"][s]["blocks"] if "staged" in b]
     keys = [k for st in stages for part in st.values() if isinstance(part, dict) for k in part]
+    keys += [config["sweeps"][s]["extend"]["axis"] for s in EXTENDED_SWEEPS]
     return not any(k.split(".")[0] == "distributed" for k in keys)
 
 
@@ -129,17 +130,19 @@ def figure_tables(name, sweeps):
     return [f"results/tables/{path}" for path in figure_catalog.tables_needed(name, sweeps)]
 
 
-# Staged searches (search.smk): a sweep's cells given the stage decisions on disk.
+# Staged searches and extended grids (search.smk): a sweep's cells given the decisions on disk.
 
 STAGED_SWEEPS = [s for s in CELLS if search_stage.is_staged(config["sweeps"][s])]
+EXTENDED_SWEEPS = [s for s in CELLS if extend.is_extended(config["sweeps"][s])]
 _DECIDED = {}  # (sweep, decisions) -> its cells
 
 
-def decided_cells(sweep):
-    """{id: cell} of a sweep given the stage decisions on disk (a static sweep: its cells)."""
-    if sweep not in STAGED_SWEEPS:
+def decided_cells(sweep, passes=None):
+    """{id: cell} of a sweep given the stage decisions and the first `passes` grid extensions on
+    disk (default: every pass decided); a static sweep: its cells."""
+    if sweep not in STAGED_SWEEPS and sweep not in EXTENDED_SWEEPS:
         return CELLS.get(sweep, {})
-    decisions = search_stage.load_decisions(search_stage.SEARCH_DIR, sweep)
+    decisions = extend.sweep_decisions(search_stage.SEARCH_DIR, sweep, config["sweeps"][sweep], passes)
     key = (sweep, repr(decisions))
     if key not in _DECIDED:
         cells = grid.expand_sweep(sweep, config["sweeps"][sweep], config.get("defaults", {}),
@@ -159,9 +162,24 @@ def stage_summaries(sweep, stage):
                       if c.search_stage in wanted]
 
 
+def pass_summaries(sweep, k):
+    """What pass k of a grid extension reads: passes 1 … k−1 (so a changed pass re-decides the
+    later ones) and every run they leave in the sweep."""
+    earlier = [checkpoints.extend_grid.get(sweep=sweep, k=j).output[0] for j in range(1, k)]
+    return earlier + [f"results/runs/{sweep}/{cid}/summary.json" for cid in decided_cells(sweep, k - 1)]
+
+
 def sweep_summaries(sweep):
-    """Every run of a sweep; for a staged sweep, after both decisions (its combined run too),
-    which are inputs too: a stale decision is re-decided before the table is written."""
+    """Every run of a sweep; for a staged sweep, after both decisions (its combined run too), for
+    an extended one after its last pass (one that adds nothing, or pass `max`); the decisions are
+    inputs too: a stale decision is re-decided before the table is written."""
+    if sweep in EXTENDED_SWEEPS:
+        passes = []
+        for k in range(1, extend.max_passes(config["sweeps"][sweep]) + 1):
+            passes.append(checkpoints.extend_grid.get(sweep=sweep, k=k).output[0])
+            if not extend.pass_points(passes[-1]):
+                break
+        return passes + [f"results/runs/{sweep}/{cid}/summary.json" for cid in decided_cells(sweep, len(passes))]
     if sweep not in STAGED_SWEEPS:
         return summaries(sweep)
     decision = checkpoints.search_stage.get(sweep=sweep, stage="hp").output[0]

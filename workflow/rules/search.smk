@@ -5,6 +5,11 @@
 # deciding stage `hp` adds the `combined` run. `snakemake -n` before any run shows stage `lr`
 # only. Cell ids stay hashes of resolved configs: a later-stage cell is an ordinary train_cell job.
 # The staged sweeps (STAGED_SWEEPS) and their cells given the decisions are in common.smk.
+#
+# An extended sweep (`extend`, umup_repro/sweeps/extend.py) grows the same way: the checkpoint
+# `extend_grid` decides pass k from every run known after passes 1 … k−1
+# (results/search/<sweep>/extend-<k>.json) and adds grid points beyond edge optima; the sweep's
+# table waits for the pass that adds nothing, or pass `extend.max`.
 
 
 PAIR_SWEEPS = [s for s in CELLS if config["sweeps"][s].get("pairs")]
@@ -29,7 +34,26 @@ checkpoint search_stage:
         " --runs results/runs --search-dir results/search > {log} 2>&1"
 
 
-ALL_TARGETS.extend(f"results/tables/{s}.csv" for s in STAGED_SWEEPS)
+checkpoint extend_grid:
+    input:
+        lambda w: pass_summaries(w.sweep, int(w.k)),
+    output:
+        "results/search/{sweep}/extend-{k}.json",
+    wildcard_constraints:
+        k="[1-9][0-9]*",
+    log:
+        "results/logs/search/{sweep}_extend-{k}.log",
+    localrule: True  # reads a sweep's summaries: on a cluster it runs in the driver
+    params:
+        preset=config["preset"],
+    conda:
+        "../envs/umup-repro.yaml"
+    shell:
+        "umup-repro extend-grid --preset {params.preset:q} --sweep {wildcards.sweep} --pass {wildcards.k}"
+        " --runs results/runs --search-dir results/search > {log} 2>&1"
+
+
+ALL_TARGETS.extend(f"results/tables/{s}.csv" for s in STAGED_SWEEPS + EXTENDED_SWEEPS)
 
 if PAIR_SWEEPS:
 
