@@ -56,11 +56,17 @@ def test_bench_cell_command_prints_the_rows(cache, monkeypatch, capsys):
     monkeypatch.setenv("UMUP_CACHE", str(cache))
     from umup_repro.cli import main
 
-    assert main(["bench-cell", "--width", "32", "--steps", "1"]) == 0
+    assert main(["bench-cell", "--width", "32", "--steps", "1", "--batched", "3"]) == 0
     out = capsys.readouterr().out
     assert "cell of 1 steps:" in out
     for part in ("interpreter start", "import lightning", "training steps", "interpreter exit", "other", "total"):
         assert f"  {part} " in out, out
+    # the batched cells: one row each (wall, training, fixed = wall - training), then the median
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 4]
+    assert [int(r[0]) for r in rows] == [0, 1, 2]
+    for _, wall, training, fixed in rows:
+        assert abs(float(wall) - float(training) - float(fixed)) < 0.011
+    assert "fixed cost per cell in a batch: median" in out
 
 
 def test_bench_runs_lightning_and_plain_loops_in_turns(cache, monkeypatch):

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_distributed import TWO, cfg, two  # noqa: F401 - fixtures
 from test_train import ENV, STEPS, TINY, last_metrics_step, run, train_cmd, wait_for
 from workflow_run import snakemake, workflow_copy
 
-from umup_repro.training.cell_server import SERVER_ENV, server_key
+from umup_repro.training.cell_server import SERVER_ENV, batch_size, server_key
 
 SERVED = {**ENV, SERVER_ENV: "50"}
 FORKED = re.compile(r"in process (\d+), forked by cell server (\d+)")
@@ -123,6 +124,28 @@ def test_a_cell_killed_by_a_signal_kills_its_client_with_it(cfg_file, tmp_path):
     child, _ = forked((tmp_path / "log").read_text())
     os.kill(child, signal.SIGKILL)  # as the kernel's out-of-memory killer would
     assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_a_distributed_cell_through_the_server_trains_as_its_plain_ranks(cfg, two, tmp_path):
+    """Rank 0 runs in a forked child; Lightning's launcher starts rank 1 from the child's command
+    as a plain process (a rank never uses the server: batch_size): the same bytes as two plain
+    processes."""
+    out = tmp_path / "two"
+    proc = subprocess.run(
+        train_cmd(cfg, out, *TWO) + ["--progress", "lines"], env=SERVED, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    forked(proc.stderr)
+    for name in ("metrics.csv", "rms.csv"):
+        assert (out / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def test_ranks_and_batch_cells_1_run_plain():
+    assert batch_size({SERVER_ENV: "8"}) == 8
+    for environ in ({}, {SERVER_ENV: "1"}, {SERVER_ENV: "x"}, {SERVER_ENV: "8", "LOCAL_RANK": "1"}):
+        assert batch_size(environ) == 0, environ
+    assert batch_size({SERVER_ENV: "8", "SLURM_NTASKS": "4", "SLURM_PROCID": "0"}) == 0  # srun's ranks
+    assert batch_size({SERVER_ENV: "8", "SLURM_NTASKS": "1", "SLURM_JOB_ID": "3"}) == 8  # a plain SLURM job
 
 
 def test_one_server_per_environment_read_at_import_time():

@@ -312,14 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors exit 2 with a one-line message, Ctrl-C 130 (`train` first
     checkpoints on SIGINT as on SIGTERM), anything else is a bug and keeps its traceback. With
     UMUP_CELL_SERVER=N set, `train` runs in a forked child of a warm server instead (cell_server)."""
-    from umup_repro.training.cell_server import SERVER_ENV
+    from umup_repro.training.cell_server import batch_size
 
     own = argv is None  # this process's own command line (not a caller's list): see _quick_exit
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"] and os.environ.get(SERVER_ENV, "").isdigit():
+    if argv[:1] == ["train"] and batch_size(os.environ):
         from umup_repro.training.cell_server import run_in_server
 
-        return run_in_server(argv, max_cells=int(os.environ[SERVER_ENV]))
+        return run_in_server(argv, max_cells=batch_size(os.environ))
     args = build_parser().parse_args(argv)
     command = f"umup-repro {args.command}"
     log = contextlib.ExitStack()

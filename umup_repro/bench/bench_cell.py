@@ -250,7 +250,49 @@ def add_parser(sub, positive: Callable[[str], int]) -> None:
     p.add_argument("--parametrization", default="umup", help="the cell's parametrization (default: umup)")
     p.add_argument("--width", type=positive, default=64, help="the cell's model width (default: 64)")
     p.add_argument("--steps", type=positive, nargs="+", default=[1, 500], help="train.steps of each cell run")
+    p.add_argument(
+        "--batched",
+        type=positive,
+        default=0,
+        metavar="N",
+        help="also N 1-step cells through one warm cell server (batch_cells), as the DAG runs them",
+    )
     p.set_defaults(func=main)
+
+
+def batched(preset: str, width: int, parametrization: str, n: int, threads: int) -> None:
+    """N 1-step cells (seeds 0..N-1), each a `umup-repro train -` process as a train_cell job
+    starts it, all handed to one fresh cell server: each cell's wall, its training (the summary's
+    `train_seconds`: the steps, validation excluded) and the fixed cost, wall − training. The first
+    cell also pays for starting the server (its imports), so the median is over the others. (A
+    PYTHONHASHSEED of its own makes the server this benchmark's: cell_server.server_key.)"""
+    import statistics
+
+    from umup_repro.training.cell_server import SERVER_ENV
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), SERVER_ENV: str(n), "PYTHONHASHSEED": str(os.getpid())}
+    fixed = []
+    print(f"\n{n} one-step cells through one cell server ({SERVER_ENV}={n}; a fresh server: first cell starts it)")
+    print(f"  {'cell':>4}  {'wall s':>7}  {'training s':>10}  {'fixed s':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(n):
+            raw = cell_config(preset, width, 1, parametrization)
+            raw.setdefault("train", {})["seed"] = seed
+            out = Path(tmp) / f"cell{seed}"
+            started = time.monotonic()
+            proc = subprocess.run(
+                [sys.executable, "-m", "umup_repro.cli", "train", "-", "--out", str(out), "--progress", "lines"],
+                input=json.dumps(raw), env=env, capture_output=True, text=True,
+            )  # fmt: skip
+            wall = time.monotonic() - started
+            if proc.returncode != 0:
+                raise RuntimeError(f"cell {seed} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+            training = json.loads((out / "summary.json").read_text())["train_seconds"]
+            print(f"  {seed:>4}  {wall:7.2f}  {training:10.3f}  {wall - training:7.2f}", flush=True)
+            fixed.append(wall - training)
+    rest = fixed[1:] or fixed
+    print(f"  fixed cost per cell in a batch: median {statistics.median(rest):.2f} s (cells 1-{n - 1}),"
+          f" max {max(rest):.2f} s; the first cell {fixed[0]:.2f} s (server start)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
@@ -270,6 +312,8 @@ def main(args: argparse.Namespace) -> int:
     token_arrays(resolve_config(cell_config(args.preset, args.width, steps[0], args.parametrization)))  # cache built
     for n in steps:
         print_breakdown(breakdown(cell_config(args.preset, args.width, n, args.parametrization), threads=threads))
+    if args.batched:
+        batched(args.preset, args.width, args.parametrization, args.batched, threads)
     return 0
 
 

@@ -66,6 +66,18 @@ def _receive(conn: socket.socket, buffer: bytearray) -> dict | None:
     return json.loads(line)
 
 
+def batch_size(environ: Mapping[str, str]) -> int:
+    """Cells per server that `umup-repro train` should use, 0 for none: UMUP_CELL_SERVER unset or
+    1, or this process is a rank of a distributed cell (launched by srun or by Lightning: each
+    rank is a plain process, as before)."""
+    value = environ.get(SERVER_ENV, "")
+    if not value.isdigit() or int(value) <= 1:
+        return 0
+    if any(name in environ for name in ("LOCAL_RANK", "RANK")) or int(environ.get("SLURM_NTASKS") or 1) > 1:
+        return 0
+    return int(value)
+
+
 def server_key(environ: Mapping[str, str] | None = None) -> str:
     """What a server's code and import-time state depend on: the interpreter, the package's files
     (path, size, mtime) and the import-time environment."""
@@ -205,7 +217,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int], run: Callable[[li
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=os.isatty(1))
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-    sys.argv = ["umup-repro", *request["argv"]]
+    sys.argv = ["umup-repro", *request["argv"]]  # (Lightning's launcher re-runs `python -m umup_repro.cli`)
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         import torch

@@ -9,6 +9,7 @@ from snakemake import common as snakemake_common
 
 from umup_repro.core import figure_catalog
 from umup_repro.sweeps import budget, extend, grid, search_stage
+from umup_repro.training.cell_server import SERVER_ENV
 from umup_repro.training.distributed import srun_prefix
 
 
@@ -47,15 +48,6 @@ def cell_resources(key, default=None):
             return budget.runtime_minutes(cell, config.get("compute"))
         return cell.resources.get(key, default)
     return get
-
-
-def batch_server(wildcards, input):
-    """UMUP_CELL_SERVER of a train_cell job: the preset's `batch_cells` for a cell trained here in
-    one process (a copied run or a distributed cell: empty, a process of its own as before)."""
-    batch = config.get("batch_cells", 1)
-    if batch <= 1 or input or cell_of(wildcards).config.distributed.world_size > 1:
-        return ""
-    return str(batch)
 
 
 # A cell reached by several sweeps (same config, same id) is trained once, in the first sweep
@@ -115,9 +107,12 @@ def train_resources():
 
 
 def train_launch():
-    """The words that start a distributed cell's ranks (none for a copy): "" if no cell is distributed."""
+    """The words that start a distributed cell's ranks (none for a copy). Always a function of the
+    job's input, even when no cell is distributed: Snakemake records the params that do not depend
+    on the input, so a constant here would count as changed params and rerun (retrain) every
+    finished cell of a results folder made before (tests/test_workflow.py)."""
     if _distribution_known() and all(c.config.distributed.world_size == 1 for c in _all_cells()):
-        return ""
+        return per_job(lambda w, input: "")
     return per_job(lambda w, input: "" if input else srun_prefix(cell_of(w).config))
 
 

@@ -8,11 +8,17 @@
 # would erase the running one's: every attempt also appends to <cell>.attempts.log (train --log).
 # `batch_cells: N` (> 1) trains up to N cells in one warm process: each job's `umup-repro train`
 # hands its cell to a server that imported torch and Lightning once and forks a child per cell
-# (umup_repro/training/cell_server.py); the job, its files and its exit code are unchanged.
+# (umup_repro/training/cell_server.py); the job, its files and its exit code are unchanged. It is
+# set in the environment, as the loggers are, not in the rule: a changed shell command or params
+# would make Snakemake rerun (retrain) every finished cell of an existing results folder.
 
 # optional experiment loggers of every cell (`loggers: [tensorboard]` in a preset or --config)
 if config.get("loggers"):
     os.environ.update(UMUP_LOGGERS=",".join(config["loggers"]))  # read by every `umup-repro train`
+if config.get("batch_cells", 1) > 1:
+    os.environ[SERVER_ENV] = str(config["batch_cells"])  # read by every `umup-repro train`
+else:
+    os.environ.pop(SERVER_ENV, None)
 
 wildcard_constraints:
     sweep="|".join(CELLS) or "NO_SWEEPS",
@@ -39,14 +45,13 @@ rule train_cell:
         config=per_job(lambda w: cell_of(w).config_json),
         reuse=per_job(lambda w, input: f"--copy-from {os.path.dirname(input[0])}" if input else ""),
         launch=train_launch(),  # common.smk: "" if no cell is distributed
-        server=per_job(batch_server),  # common.smk: the preset's batch_cells, "" for a copy
     threads: config.get("threads_per_cell", 1)
     resources:
         **train_resources(),  # common.smk: constants where every job has the same value
     conda:
         "../envs/umup-repro.yaml"
     shell:
-        "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} UMUP_CELL_SERVER={params.server} {params.launch}umup-repro train -"
+        "printf '%s' {params.config:q} | OMP_NUM_THREADS={threads} {params.launch}umup-repro train -"
         " --out results/runs/{wildcards.sweep}/{wildcards.cell} --sweep {wildcards.sweep}"
         " --cell {wildcards.cell} --progress lines {params.reuse}"
         " --log results/logs/train/{wildcards.sweep}/{wildcards.cell}.attempts.log > {log} 2>&1"
