@@ -248,3 +248,29 @@ def test_settings_in_the_group_label_and_searches_in_one_table(tmp_path):
     assert card["The stability fixes make μP's η transfer across width"] == HOLDS
     assert card["u-μP's full staged search ≈ random search"] == HOLDS
     assert card["u-μP's LR-only sweep ≈ random search"] == FAILS  # stage lr's best is 3.50 vs 3.29
+
+
+@pytest.mark.parametrize(
+    ("umup", "mup", "verdict"),
+    [(0.005, 0.03, INCONCLUSIVE), (0.005, 0.30, HOLDS), (0.30, 0.005, FAILS), (0.03, 0.005, INCONCLUSIVE)],
+)
+def test_transfer_error_within_the_seed_noise_is_inconclusive(umup, mup, verdict):
+    """σ ≈ 0.042 measured on replicates (the order of tiny's seed noise, 0.03): a transfer error is a
+    mean of loss differences over 2 pairs here, so the margin is 2 × √(2σ²/2 + 2σ²/2) = 2√2 σ ≈ 0.12:
+    a gap of 0.025 is noise, one of 0.295 is not."""
+    from umup_repro.results.claim_measures import claim_transfer_error
+
+    te = pd.DataFrame(
+        [
+            {"parametrization": p, "hp_a": "train.lr", "hp_b": b, "transfer_error": e}
+            for p, e in (("umup", umup), ("mup", mup))
+            for b in ("hp.alpha_res", "hp.alpha_out")
+        ]
+    )
+    reps = pd.DataFrame(
+        [_run("umup", 4.0 + d, replicate=k, **{"train.seed": s}) for k in range(3) for s, d in enumerate((-0.03, 0.03))]
+    )  # each pair of seeds 0.06 apart: σ = 0.06/√2 ≈ 0.042
+    measured, got, interval, reason = claim_transfer_error({"transfer_error.csv": te, "fp8.csv": reps})
+    assert got == verdict, (measured, interval)
+    assert "seed noise σ 0.042" in interval
+    assert (reason != "") == (verdict == INCONCLUSIVE)

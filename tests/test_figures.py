@@ -220,6 +220,12 @@ def test_transfer_marks_each_lines_argmin(tables, tmp_path, name):
     assert result["runs"].sum() == len(df)
     assert result["diverged"].sum() == df["diverged"].sum()
     assert set(result["panel"]) == set(df["variant"])
+    # an optimum at its line's grid edge is a bound (drawn hollow), named as such; one inside is not
+    for r in result.itertuples():
+        grid = df[(df["variant"] == r.panel) & (df[axis] == r.line)]["train.lr"]
+        if np.isfinite(r.x_opt):
+            edge = {grid.min(): "lower", grid.max(): "upper"}.get(r.x_opt, "") if grid.nunique() > 1 else ""
+            assert r.censored == edge, (r.panel, r.line, r.x_opt, sorted(grid))
 
 
 def test_transfer_width_marks_the_diverged_sp_run(tables):

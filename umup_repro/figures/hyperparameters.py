@@ -65,7 +65,7 @@ def hp_transfer(df: pd.DataFrame, out) -> pd.DataFrame:
         "(independent search); ★ optimum per width"
     )
     save_figure(fig, out)
-    return pd.DataFrame(rows_out, columns=["panel", "hp", "line", "x_opt", "loss_opt", "runs", "diverged"])
+    return pd.DataFrame(rows_out, columns=["panel", "hp", "line", "x_opt", "loss_opt", "runs", "diverged", "censored"])
 
 
 __all__ = ["hp_transfer"]

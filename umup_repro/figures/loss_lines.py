@@ -47,11 +47,19 @@ def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str,
         # its standard error drawn as an error bar where there are several
         pts = ok.groupby(x, as_index=False)["loss"].agg(loss="mean", se="sem", n="count")
         row = {"line": value, "runs": len(g), "diverged": int(g["diverged"].sum()), "x_opt": np.nan, "loss_opt": np.nan}
+        row["censored"] = ""
         label = f"{line_name} {fmt_value(value)}"
         if len(pts):
             best = pts.loc[pts["loss"].idxmin()]
+            # at the grid's edge (diverged points count as grid): the optimum is a bound, drawn hollow
+            # (the transfer summary's `censored`, umup_repro/results/optimum.py)
+            if g[x].nunique() > 1 and best[x] in (g[x].min(), g[x].max()):
+                row["censored"] = "lower" if best[x] == g[x].min() else "upper"
             row.update(x_opt=float(best[x]), loss_opt=float(best["loss"]))
-            label += f": best at {fmt_pow2(best[x]) if x_is_lr else fmt_value(best[x])}"
+            shown = fmt_pow2(best[x]) if x_is_lr else fmt_value(best[x])
+            label += f": best at {shown}" + {"lower": " (≤, grid edge)", "upper": " (≥, grid edge)"}.get(
+                row["censored"], ""
+            )
             ax.plot(pts[x], pts["loss"], marker="o", ms=3.5, lw=1.4, color=colors[value], label=label)
             spread = pts[pts["n"] > 1]
             if len(spread):
@@ -70,9 +78,9 @@ def _plot_loss_lines(ax, df: pd.DataFrame, *, x: str, line: str, line_name: str,
                 [best["loss"]],
                 marker="*",
                 s=130,
-                color=colors[value],
-                edgecolors="black",
-                linewidths=0.6,
+                facecolors="none" if row["censored"] else colors[value],
+                edgecolors=colors[value] if row["censored"] else "black",
+                linewidths=1.2 if row["censored"] else 0.6,
                 zorder=6,
             )
         else:

@@ -60,7 +60,7 @@ def _loss_vs_lr_panels(
     bottom_legend(fig, MARK_LEGEND)
     fig.suptitle(suptitle)
     save_figure(fig, out)
-    return pd.DataFrame(rows_out, columns=["panel", "line", "x_opt", "loss_opt", "runs", "diverged"])
+    return pd.DataFrame(rows_out, columns=["panel", "line", "x_opt", "loss_opt", "runs", "diverged", "censored"])
 
 
 def transfer(name: str, df: pd.DataFrame, out) -> pd.DataFrame:

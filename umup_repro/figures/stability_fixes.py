@@ -46,7 +46,9 @@ def stability_fixes(df: pd.DataFrame, out) -> pd.DataFrame:
     bottom_legend(fig, MARK_LEGEND)
     fig.suptitle("Stability fixes (paper Fig. 2): loss vs η across width; ★ optimum of each width")
     save_figure(fig, out)
-    return pd.DataFrame(rows_out, columns=["variant", "setting", "line", "x_opt", "loss_opt", "runs", "diverged"])
+    return pd.DataFrame(
+        rows_out, columns=["variant", "setting", "line", "x_opt", "loss_opt", "runs", "diverged", "censored"]
+    )
 
 
 __all__ = ["stability_fixes"]

@@ -75,6 +75,7 @@ HP_LABEL = {
 # Legend entries of the markers every loss figure may draw.
 MARK_LEGEND = [
     Line2D([], [], marker="*", ls="", color="0.3", markeredgecolor="black", ms=10, label="optimum of a line"),
+    Line2D([], [], marker="*", ls="", mfc="none", mec="0.3", ms=10, label="optimum at a grid edge (a bound)"),
     Line2D([], [], marker="x", ls="", color="0.3", ms=7, mew=1.5, label="diverged run"),
     Line2D([], [], marker="^", ls="", color="0.3", ms=6, label="loss above the y-range"),
 ]
