@@ -240,7 +240,8 @@ def test_failing_cell_is_retried_then_reported_with_log_tail_while_others_finish
 
 
 def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(cluster_env, tmp_path):
-    long = cell("s", steps=1500, train={"checkpoint_every": 25}, log={"rms_every": 500, "val_every": 500})
+    # long enough (≈ 25 s on 2 cores in a warm cell server) for sacct to report it RUNNING in time
+    long = cell("s", steps=3000, train={"checkpoint_every": 25}, log={"rms_every": 1000, "val_every": 1000})
     cells = {"long": long}
     # the uninterrupted reference, locally with the same thread count
     ref = tmp_path / "ref"
@@ -267,7 +268,12 @@ def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(clu
             assert proc.poll() is None, (work / "snakemake.out").read_text()
             time.sleep(0.5)
         assert (run / "checkpoints" / "last.ckpt").exists()
-        [(job_id, state)] = [r for r in sacct("JobID", "State") if r[1] == "RUNNING"]
+        running = []
+        deadline = time.time() + 20  # slurmdbd's accounting may lag the job's start by seconds
+        while time.time() < deadline and not running:
+            running = [r for r in sacct("JobID", "State") if r[1] == "RUNNING"]
+            time.sleep(0.2)
+        [(job_id, state)] = running
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
         # the trainer's own report of where it stopped; the requeued job's Snakemake recreates
         # the rule's log, so read it before the job restarts (SLURM waits ~10 s to restart it)
@@ -290,7 +296,7 @@ def test_cell_interrupted_by_usr2_is_requeued_and_resumes_to_the_same_result(clu
     assert stopped and "resuming from" in train_log.read_text(), train_log.read_text()
     summary = json.loads((run / "summary.json").read_text())
     reference = json.loads((ref / "run" / "summary.json").read_text())
-    assert summary["attempts"] == 2 and summary["steps_done"] == 1500
+    assert summary["attempts"] == 2 and summary["steps_done"] == 3000
     assert summary["final_train_loss"] == reference["final_train_loss"]
     assert summary["final_val_loss"] == reference["final_val_loss"]
     assert (run / "metrics.csv").read_bytes() == (ref / "run" / "metrics.csv").read_bytes()

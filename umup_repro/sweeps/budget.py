@@ -33,13 +33,15 @@ DEFAULT_COMPUTE = {
     "min_runtime_min": 10,
     "runtime_safety": 3.0,
 }
-# A CPU preset's estimate, per trained cell: a fixed start-up (process, imports, data, checkpoints),
-# a per-step overhead (Python, Lightning, logging) and its FLOPs at a rate per core. Least squares on
-# the 151 trained jobs of a `tiny` run from a fresh clone (docs/results-tiny.md):
-# 13.5 s + 34 ms/step + FLOPs / 42 GFLOP/s; residual 6.3 s rms per job, 6,479 job-seconds in all.
-CPU_STARTUP_SECONDS = 13.5
-CPU_SECONDS_PER_STEP = 0.034
-CPU_FLOPS_PER_CORE = 42e9
+# A CPU preset's estimate, per trained cell: a fixed start-up (the job, the cell server's fork, data,
+# checkpoints), a per-step overhead (Python, Lightning, logging) and its FLOPs at a rate per core.
+# Least squares on the 145 trained jobs of a `tiny` run from a fresh clone at 931895b, with the cell
+# server (Snakemake's benchmark files; README "What a cell costs"): 0.57 s + 23 ms/step + FLOPs /
+# 50 GFLOP/s; residual 4.6 s rms per job, 3,457 job-seconds in all (13.5 s, 34 ms, 42 GFLOP/s and
+# 6,479 job-seconds before the cell server).
+CPU_STARTUP_SECONDS = 0.57
+CPU_SECONDS_PER_STEP = 0.023
+CPU_FLOPS_PER_CORE = 50e9
 PRECISION_PEAK = {"32": "fp32", "tf32": "tf32", "bf16-mixed": "bf16"}
 
 
