@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"] and batch_size(os.environ):
         from umup_repro.training.cell_server import run_in_server
 
-        return run_in_server(argv, max_cells=batch_size(os.environ))
+        served = run_in_server(argv, max_cells=batch_size(os.environ))
+        if served is not None:
+            return served
     args = build_parser().parse_args(argv)
     command = f"umup-repro {args.command}"
     log = contextlib.ExitStack()

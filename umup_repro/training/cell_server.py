@@ -31,6 +31,8 @@ import json
 import os
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -93,10 +95,28 @@ def server_key(environ: Mapping[str, str] | None = None) -> str:
 
 
 def socket_path(key: str) -> Path:
-    """Under the user's own temporary folder (a Unix socket path is ≤ 107 bytes)."""
-    folder = Path(tempfile.gettempdir()) / f"umup-repro-{os.getuid()}"
+    """In a folder of the user's own under the temporary folder ($TMPDIR; /tmp where that would make
+    the path longer than a Unix socket's 107 bytes). On a shared machine (a login node) another user
+    could create that folder first and listen there: it must be ours and closed to others, or the
+    cell is refused with the folder named (the server also checks each client's uid)."""
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) > 60:
+        base = Path("/tmp")
+    folder = base / f"umup-repro-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f"cell server folder {folder} is not a private folder of this user (owner uid {info.st_uid},"
+            f" mode {stat.S_IMODE(info.st_mode):o}): remove it, or set TMPDIR elsewhere, or batch_cells: 1"
+        )
     return folder / f"cells-{key}.sock"
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the process at the other end of `conn` runs as this user (SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1] == os.getuid()
 
 
 def add_parser(sub):
@@ -121,6 +141,9 @@ def _connect(path: Path) -> socket.socket | None:
     except OSError:
         conn.close()
         return None
+    if not _same_user(conn):  # (the folder's check makes this impossible; never hand our files to another user)
+        conn.close()
+        raise PermissionError(f"cell server socket {path} belongs to another user")
     return conn
 
 
@@ -145,9 +168,14 @@ def _start_server(path: Path, max_cells: int) -> socket.socket:
     raise RuntimeError(f"the cell server did not start within {START_SECONDS} s (its log: {path.with_suffix('.log')})")
 
 
-def run_in_server(argv: list[str], max_cells: int) -> int:
-    """Run `umup-repro ARGV` in a forked child of the warm server; its exit code."""
-    conn = _start_server(socket_path(server_key()), max_cells)
+def run_in_server(argv: list[str], max_cells: int) -> int | None:
+    """Run `umup-repro ARGV` in a forked child of the warm server; its exit code, or None when no
+    server can be used (then the caller trains in its own process, as without batch_cells)."""
+    try:
+        conn = _start_server(socket_path(server_key()), max_cells)
+    except (OSError, RuntimeError) as err:
+        print(f"umup-repro train: warning: no cell server ({err}); training in this process", file=sys.stderr)
+        return None
     request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
     _send(conn, request, [0, 1, 2])
     buffer = bytearray()
@@ -299,6 +327,9 @@ def _fork_cell(
     listener: socket.socket, conn: socket.socket, running: dict[int, socket.socket], run: Callable[[list[str]], int]
 ) -> None:
     conn.setblocking(True)
+    if not _same_user(conn):  # only this user's cells
+        conn.close()
+        return
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
     request = _receive(conn, bytearray(data))  # the rest of a long environment, if any
     sys.stdout.flush()
