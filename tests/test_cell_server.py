@@ -151,16 +151,22 @@ def test_ranks_and_batch_cells_1_run_plain():
 def test_a_server_folder_open_to_others_is_refused_and_the_cell_trains_plainly(cfg_file, plain, tmp_path):
     """On a shared machine another user could create the socket folder first and listen in it:
     a folder that is not this user's private one is never used (the cell trains in its own process)."""
-    tmp = tmp_path / "tmp"
-    folder = tmp / f"umup-repro-{os.getuid()}"
-    folder.mkdir(parents=True)
-    folder.chmod(0o777)
-    proc = subprocess.run(
-        train_cmd(cfg_file, tmp_path / "run"), env={**SERVED, "TMPDIR": str(tmp)}, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "is not a private folder of this user" in proc.stderr and "forked by cell server" not in proc.stderr
-    assert not list(folder.iterdir())  # no socket, no server started there
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(dir="/tmp", prefix="umup-t"))  # short: a long TMPDIR falls back to /tmp
+    try:
+        folder = tmp / f"umup-repro-{os.getuid()}"
+        folder.mkdir()
+        folder.chmod(0o777)
+        proc = subprocess.run(
+            train_cmd(cfg_file, tmp_path / "run"), env={**SERVED, "TMPDIR": str(tmp)}, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "is not a private folder of this user" in proc.stderr and "forked by cell server" not in proc.stderr
+        assert not list(folder.iterdir())  # no socket, no server started there
+    finally:
+        shutil.rmtree(tmp)
     assert (tmp_path / "run" / "metrics.csv").read_bytes() == (plain / "metrics.csv").read_bytes()
 
 
