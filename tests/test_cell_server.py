@@ -213,8 +213,9 @@ BATCH_PRESET = {
         "parametrization": "umup",
         "model": {"width": 32, "depth": 1, "head_dim": 16, "seq_len": 32},
         "data": {"val_batches": 2},
-        "train": {"steps": 80, "batch_size": 4, "warmup": 2, "checkpoint_every": 5},
-        "log": {"rms_every": 20, "val_every": 20},
+        # long enough (≈ 3 s a cell in a warm server) for the batch to be killed mid-run
+        "train": {"steps": 400, "batch_size": 4, "warmup": 2, "checkpoint_every": 5},
+        "log": {"rms_every": 100, "val_every": 100},
     },
     "sweeps": {
         "s": {
