@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_distributed import TWO, cfg, two  # noqa: F401 - fixtures
-from test_train import ENV, STEPS, TINY, last_metrics_step, run, train_cmd, wait_for
+from test_train import ENV, STEPS, cfg_file, last_metrics_step, run, train_cmd, wait_for  # noqa: F401 - fixture
 from workflow_run import snakemake, workflow_copy
 
 from umup_repro.training.cell_server import SERVER_ENV, batch_size, server_key
@@ -55,13 +55,6 @@ def gone(pid: int, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-@pytest.fixture(scope="module")
-def cfg_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from workflow_run import executed_jobs, job_counts, workflow_copy
+from workflow_run import executed_jobs, fake_trainer_env, job_counts, snakemake_as_is, workflow_copy
 
 from umup_repro.sweeps import grid
 from umup_repro.sweeps.extend import decide_pass, extension, load_passes, sweep_decisions
@@ -131,14 +126,6 @@ write_run_folder(out, config_hash(resolved), loss=loss, diverged=lr >= 4, lr=lr,
 """
 
 
-def _run(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 @pytest.fixture()
 def extended(tmp_path):
     work = workflow_copy(tmp_path / "wf")
@@ -157,25 +144,15 @@ def extended(tmp_path):
     }
     (work / "config" / "presets" / "extended.yaml").write_text(yaml.safe_dump(preset))
     (work / "config" / "config.yaml").write_text("preset: extended\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "umup-repro"
-    fake.write_text(f"#!{sys.executable}\n{FAKE_TRAIN}")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = dict(os.environ, MPLBACKEND="Agg")
-    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parents[1]), str(Path(__file__).parent), env.get("PYTHONPATH", "")]
-    )
-    return work, env
+    return work, fake_trainer_env(tmp_path, FAKE_TRAIN)
 
 
 def test_a_grid_follows_its_edge_optimum_until_the_bound(extended):
     work, env = extended
-    first = job_counts(_run(work, env, "-n", "all").stdout)
+    first = job_counts(snakemake_as_is(work, env, "-n", "all").stdout)
     assert first["train_cell"] == 2 * len(LR_GRID) and first["extend_grid"] == 1  # the first pass only
 
-    run = _run(work, env, "--cores", "2", "all")
+    run = snakemake_as_is(work, env, "--cores", "2", "all")
     done = executed_jobs(run.stdout + run.stderr)
     assert done["extend_grid"] == 2 and done["train_cell"] == 2 * len(LR_GRID) + 2
     search = work / "results/search/lines"
@@ -189,7 +166,7 @@ def test_a_grid_follows_its_edge_optimum_until_the_bound(extended):
     assert by_width == {32: LR_GRID + [1.0, 2.0], 64: LR_GRID}
     assert set(table["search.kind"]) == {"grid"}  # later passes are ordinary cells
 
-    again = _run(work, env, "-n", "all")
+    again = snakemake_as_is(work, env, "-n", "all")
     assert "Nothing to be done" in again.stdout + again.stderr
 
 

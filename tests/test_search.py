@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workflow_run import job_counts, workflow_copy
+from workflow_run import fake_trainer_env, job_counts, snakemake_as_is, workflow_copy
 
 from umup_repro.results.replicates import optimum_share
 from umup_repro.results.transfer_error import pair_rows, transfer_error
@@ -140,14 +135,6 @@ write_run_folder(out, config_hash(resolved), loss=loss, diverged=diverged, lr=lr
 """
 
 
-def _run(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 @pytest.fixture()
 def synthetic(tmp_path):
     work = workflow_copy(tmp_path / "wf")
@@ -173,32 +160,22 @@ def synthetic(tmp_path):
     }
     (work / "config" / "presets" / "synthetic.yaml").write_text(yaml.safe_dump(preset))
     (work / "config" / "config.yaml").write_text("preset: synthetic\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "umup-repro"
-    fake.write_text(f"#!{sys.executable}\n{FAKE_TRAIN}")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = dict(os.environ, MPLBACKEND="Agg")
-    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parents[1]), str(Path(__file__).parent), env.get("PYTHONPATH", "")]
-    )
-    return work, env
+    return work, fake_trainer_env(tmp_path, FAKE_TRAIN)
 
 
 def test_staged_search_dag_grows_stage_by_stage(synthetic):
     work, env = synthetic
     lr_cells = len(LR_GRID) * 2  # 2 seeds
-    assert job_counts(_run(work, env, "-n", "all").stdout)["train_cell"] == lr_cells  # stage lr only
+    assert job_counts(snakemake_as_is(work, env, "-n", "all").stdout)["train_cell"] == lr_cells  # stage lr only
 
-    _run(work, env, "--cores", "1", "results/search/search/lr.json")
+    snakemake_as_is(work, env, "--cores", "1", "results/search/search/lr.json")
     lr = json.loads((work / "results/search/search/lr.json").read_text())
     assert lr["groups"] == {"0.0": {"train.lr": 1.0}}
     # stage hp appears in the DAG now that stage lr is decided: each HP value x 2 seeds
     hp_cells = (len(RES_GRID) + len(SOFTMAX_GRID)) * 2
-    assert job_counts(_run(work, env, "-n", "all").stdout)["train_cell"] == hp_cells
+    assert job_counts(snakemake_as_is(work, env, "-n", "all").stdout)["train_cell"] == hp_cells
 
-    _run(work, env, "--cores", "2", "all")
+    snakemake_as_is(work, env, "--cores", "2", "all")
     hp = json.loads((work / "results/search/search/hp.json").read_text())
     assert hp["groups"] == {"0.0": {"hp.alpha_res": 2.0, "hp.alpha_attn_softmax": 0.25}}
     table = pd.read_csv(work / "results/tables/search.csv")

@@ -37,6 +37,32 @@ def snakemake(
     return proc
 
 
+def fake_trainer_env(tmp_path: Path, script: str) -> dict:
+    """The environment of a workflow run whose `umup-repro` is `script` (a fake trainer with a known
+    loss surface, writing the run-folder contract; tests/ and the package importable), the real
+    commands behind it on PATH."""
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "umup-repro"
+    fake.write_text(f"#!{sys.executable}\n{script}")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    return env
+
+
+def snakemake_as_is(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """`python -m snakemake ARGS` with `env` exactly (its PATH first: a fake trainer stays in front)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def job_counts(output: str) -> dict[str, int]:
     """The 'Job stats' table of a (dry) run: {rule: count}."""
     counts = {}

@@ -316,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
 
     own = argv is None  # this process's own command line (not a caller's list): see _quick_exit
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"] and batch_size(os.environ):
+    cells = batch_size(os.environ) if argv[:1] == ["train"] else 0
+    if cells:
         from umup_repro.training.cell_server import run_in_server
 
-        served = run_in_server(argv, max_cells=batch_size(os.environ))
+        served = run_in_server(argv, max_cells=cells)
         if served is not None:
             return served
     args = build_parser().parse_args(argv)

@@ -32,8 +32,8 @@ from umup_repro.core.atomic import write_text
 from umup_repro.core.config import config_hash, flatten_config
 from umup_repro.sweeps.grid import sweep_runs
 from umup_repro.sweeps.presets import PresetError, default_preset, load_preset
-from umup_repro.sweeps.search_stage import _loss, is_staged, load_decisions
-from umup_repro.training.run_format import ReadBackError, read_summary
+from umup_repro.sweeps.search_stage import is_staged, load_decisions, run_loss
+from umup_repro.training.run_format import ReadBackError
 
 
 def pass_path(search_dir: str | Path, sweep: str, k: int) -> Path:
@@ -190,12 +190,7 @@ def write_pass(
     found: dict[str, tuple[int, dict, Mapping]] = {}
     for b, point, _search, cfg in sweep_runs(sweep, spec, config.get("defaults", {}), decisions):
         found.setdefault(config_hash(cfg), (b, point, flatten_config(cfg)))
-    losses = []
-    for cid in found:
-        path = Path(runs) / sweep / cid / "summary.json"
-        if not path.is_file():
-            raise PresetError(f"sweep {sweep}: cell {cid} has no summary.json yet (pass {k} reads every cell)")
-        losses.append(_loss(read_summary(path, cid)))
+    losses = [run_loss(runs, sweep, cid, f"has no summary.json yet (pass {k} reads every cell)") for cid in found]
     halves = [p for p in decisions["extend"] if p.get("half")]
     points, rows = decide_pass(list(found.values()), losses, spec["extend"], halves)
     result = {"sweep": sweep, "pass": k, "points": points, "lines": rows}

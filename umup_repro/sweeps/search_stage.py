@@ -105,6 +105,16 @@ def _loss(summary: Mapping) -> float | None:
     return float(summary[LOSS])
 
 
+def run_loss(runs: str | Path, sweep: str, cid: str, missing: str) -> float | None:
+    """A finished cell's final loss (None: diverged) from its checked summary (its cell, types,
+    finite losses); PresetError ending in `missing` when the cell has not finished. The decisions of
+    a staged search and of a grid extension read their cells this one way."""
+    path = Path(runs) / sweep / cid / "summary.json"
+    if not path.is_file():
+        raise PresetError(f"sweep {sweep}: cell {cid} {missing}")
+    return _loss(read_summary(path, cid))
+
+
 def _default_of(cell: Cell, key: str) -> Any:
     """The value `key` takes in the cell's config when the search does not set it."""
     d = cell.config_dict
@@ -190,10 +200,7 @@ def write_stage(
     staged = [c for c in cells if c.search_stage in (("lr",) if stage == "lr" else ("lr", "hp")) and not c.alias]
     losses = {}
     for c in staged:
-        path = Path(runs) / sweep / c.id / "summary.json"
-        if not path.is_file():
-            raise PresetError(f"sweep {sweep}: cell {c.id} (stage {c.search_stage}) has no summary.json yet")
-        losses[c.id] = _loss(read_summary(path, c.id))  # checked: its cell, types, finite losses
+        losses[c.id] = run_loss(runs, sweep, c.id, f"(stage {c.search_stage}) has no summary.json yet")
     groups, rows = decide(staged, stage, losses, decisions.get("lr"))
     result = {"sweep": sweep, "stage": stage, "groups": groups, "candidates": rows}
     write_text(out or decision_path(search_dir, sweep, stage), json.dumps(result, indent=1, sort_keys=True) + "\n")
